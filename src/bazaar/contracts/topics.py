@@ -1,0 +1,14 @@
+"""Every topic the platform uses, so that ``bazaar up`` and tests can create them up front."""
+
+from __future__ import annotations
+
+from bazaar.contracts import auth, catalog
+
+DEAD_LETTER = "bazaar.dead-letter"
+
+ALL_TOPICS: tuple[str, ...] = (
+    auth.TOPIC,
+    catalog.TOPIC,
+    catalog.COMMANDS_TOPIC,
+    DEAD_LETTER,
+)

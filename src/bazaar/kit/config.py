@@ -1,0 +1,54 @@
+"""Settings: what every process reads from the environment, and the per-service base.
+
+Two layers, both pydantic-settings:
+
+* :class:`PlatformSettings` (prefix ``BAZAAR_``) is what all processes of one
+  deployment share: where the broker is, who issues tokens, how to log.
+* :class:`ServiceSettings` (prefix ``BAZAAR_<SERVICE>_``, set by each subclass) is one
+  service's own: its database, its port, its client credentials.
+
+Nothing reads the environment at import time; a process builds its settings once in
+its composition root and hands them down.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class PlatformSettings(BaseSettings):
+    """What every process of one deployment shares."""
+
+    model_config = SettingsConfigDict(env_prefix="BAZAAR_", extra="ignore")
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    # tansu (the embedded broker) refuses the idempotent producer; real Kafka wants it.
+    kafka_idempotent_producer: bool = False
+    # Prepended to every topic name: lets several deployments (or test runs) share a cluster.
+    topic_prefix: str = ""
+    auth_issuer: str = "https://bazaar.local/auth"
+    auth_audience: str = "bazaar"
+    # Where services fetch the signing keys; the gateway reaches auth directly instead.
+    jwks_url: str = "http://127.0.0.1:8000/api/auth/jwks.json"
+    gateway_url: str = "http://127.0.0.1:8000"
+    log_format: Literal["json", "console"] = "json"
+    log_level: str = "INFO"
+    otlp_endpoint: str | None = None
+    redis_url: str | None = None
+
+
+class ServiceSettings(BaseSettings):
+    """One service's own settings; subclasses set ``env_prefix`` to ``BAZAAR_<SERVICE>_``."""
+
+    model_config = SettingsConfigDict(env_prefix="BAZAAR_SERVICE_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8001
+    database_url: SecretStr = SecretStr("postgresql+asyncpg://postgres@127.0.0.1:5432/bazaar")
+    database_pool_size: int = 10
+    # Client-credentials identity for calls through the gateway (empty: the service makes none).
+    client_id: str = ""
+    client_secret: SecretStr = SecretStr("")

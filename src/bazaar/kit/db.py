@@ -1,0 +1,185 @@
+"""The async database: engine, sessions, and Alembic migrations per service.
+
+Every service owns one PostgreSQL database, reached through SQLAlchemy 2 (async,
+asyncpg). Sessions are opened by the edge (a request dependency or a consumer
+loop), which commits once: the effect, its outbox rows and the handled-message id
+land in one transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import MetaData, text
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.pool import NullPool
+
+# One naming convention, so that migrations name constraints the same everywhere.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def new_metadata() -> MetaData:
+    return MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def async_url(url: str | URL) -> URL:
+    """The URL with the asyncpg driver, whatever driver (or none) it named."""
+    parsed = make_url(url) if isinstance(url, str) else url
+    return parsed.set(drivername="postgresql+asyncpg")
+
+
+def asyncpg_dsn(url: str | URL) -> str:
+    """A DSN that plain ``asyncpg.connect`` understands (for LISTEN and advisory locks)."""
+    parsed = make_url(url) if isinstance(url, str) else url
+    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def create_engine(url: str | URL, pool_size: int = 10, *, pooled: bool = True) -> AsyncEngine:
+    """An engine for one service database. ``pooled=False`` for short-lived tools."""
+    if not pooled:
+        return create_async_engine(async_url(url), poolclass=NullPool)
+    return create_async_engine(
+        async_url(url),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=False,
+        pool_recycle=1800,
+    )
+
+
+def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+@asynccontextmanager
+async def transaction(
+    sessions: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncSession]:
+    """One unit of work: commit when the block ends normally, roll back otherwise."""
+    async with sessions() as session, session.begin():
+        yield session
+
+
+async def ping(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))
+
+
+# --- databases and migrations -------------------------------------------------------
+
+
+async def ensure_database(admin_url: str | URL, name: str, template: str | None = None) -> bool:
+    """Create database ``name`` on the server of ``admin_url`` if it is missing.
+
+    Returns True when it was created. ``template`` copies another database (fast
+    clean databases for tests).
+    """
+    engine = create_async_engine(
+        async_url(admin_url), poolclass=NullPool, isolation_level="AUTOCOMMIT"
+    )
+    try:
+        async with engine.connect() as conn:
+            exists = await conn.scalar(
+                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
+            )
+            if exists:
+                return False
+            clause = f' TEMPLATE "{template}"' if template else ""
+            await conn.execute(text(f'CREATE DATABASE "{name}"{clause}'))
+            return True
+    finally:
+        await engine.dispose()
+
+
+async def drop_database(admin_url: str | URL, name: str) -> None:
+    engine = create_async_engine(
+        async_url(admin_url), poolclass=NullPool, isolation_level="AUTOCOMMIT"
+    )
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        await engine.dispose()
+
+
+def database_url(server_url: str | URL, name: str) -> URL:
+    """The URL of database ``name`` on the same server as ``server_url``."""
+    parsed = make_url(server_url) if isinstance(server_url, str) else server_url
+    return async_url(parsed.set(database=name))
+
+
+def alembic_config(migrations_dir: Path, url: str | URL) -> Config:
+    """An Alembic configuration built in code: no ``alembic.ini`` per service."""
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir))
+    rendered = async_url(url).render_as_string(hide_password=False)
+    config.set_main_option("sqlalchemy.url", rendered.replace("%", "%%"))
+    return config
+
+
+async def migrate(migrations_dir: Path, url: str | URL, revision: str = "head") -> None:
+    """Apply a service's migrations up to ``revision`` (Alembic runs in a worker thread)."""
+    config = alembic_config(migrations_dir, url)
+    await asyncio.to_thread(command.upgrade, config, revision)
+
+
+def run_migrations_online(config: Config, target_metadata: MetaData | Sequence[MetaData]) -> None:
+    """The body of every service's ``migrations/env.py``: run the upgrade on asyncpg."""
+    from alembic import context
+
+    def run(connection: Connection) -> None:
+        context.configure(
+            connection=connection,
+            target_metadata=list(target_metadata)
+            if isinstance(target_metadata, Sequence)
+            else target_metadata,
+            compare_type=True,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+
+    async def run_async() -> None:
+        url = config.get_main_option("sqlalchemy.url")
+        assert url is not None, "sqlalchemy.url is not set in the Alembic config"
+        engine = create_async_engine(url, poolclass=NullPool)
+        try:
+            async with engine.connect() as connection:
+                await connection.run_sync(run)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run_async())
+
+
+def migrations_dir(package: str) -> Path:
+    """The Alembic directory of a service package (``bazaar.catalog`` → its ``migrations/``)."""
+    from importlib.resources import files
+
+    return Path(str(files(package) / "migrations"))
+
+
+async def make_migration(migrations_dir: Path, url: str | URL, message: str) -> None:
+    """Autogenerate a new revision from the difference between the models and database ``url``.
+
+    A developer tool (``bazaar dev make-migration``): ``url`` must be a database with the
+    service's current migrations applied.
+    """
+    config = alembic_config(migrations_dir, url)
+    await asyncio.to_thread(command.revision, config, message=message, autogenerate=True)

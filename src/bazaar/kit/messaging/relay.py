@@ -1,0 +1,157 @@
+"""The outbox relay: moves committed outbox rows to Kafka, in order, at least once.
+
+One relay per service database publishes at a time (a PostgreSQL advisory lock
+elects it), so the messages of one entity leave in the order they were committed
+even with several replicas running; the others wait to take over. The leader
+wakes on ``NOTIFY`` from :func:`~bazaar.kit.messaging.outbox.publish` and sends a
+whole batch before it waits for the acknowledgements, so a burst of commits
+costs one round trip to the broker, not one per message. Rows are deleted only
+after the broker acknowledged them; a crash in between sends them again, which
+the consumers' inbox absorbs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from prometheus_client import Counter, Gauge
+from sqlalchemy.engine import URL
+
+from bazaar.kit.config import PlatformSettings
+from bazaar.kit.db import asyncpg_dsn
+from bazaar.kit.logging import get_logger
+from bazaar.kit.messaging.kafka import create_producer, ensure_topics, topic_name
+from bazaar.kit.messaging.outbox import OUTBOX_CHANNEL
+
+log = get_logger(__name__)
+
+OUTBOX_PUBLISHED = Counter(
+    "bazaar_outbox_published_total", "Outbox messages acknowledged by the broker", ["topic"]
+)
+OUTBOX_BACKLOG = Gauge("bazaar_outbox_backlog", "Outbox rows seen waiting at the relay's last look")
+
+
+class OutboxRelay:
+    """Publishes one service's outbox. ``run()`` loops until cancelled."""
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        database_url: str | URL,
+        settings: PlatformSettings,
+        batch_size: int = 500,
+        idle_poll_seconds: float = 1.0,
+    ) -> None:
+        self.service = service
+        self._dsn = asyncpg_dsn(database_url)
+        self._settings = settings
+        self._batch_size = batch_size
+        self._idle_poll = idle_poll_seconds
+        # Same lock id in every replica of this service (and only this service's database).
+        self._lock_id = zlib.crc32(f"bazaar-outbox-relay:{service}".encode())
+        self._producer: AIOKafkaProducer | None = None
+        self.is_leader = False
+
+    async def run(self) -> None:
+        backoff = 0.2
+        while True:
+            try:
+                await self._run_once()
+                backoff = 0.2
+            except asyncio.CancelledError:
+                raise
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, KafkaError) as exc:
+                log.warning("outbox_relay_restarting", error=repr(exc), retry_in=backoff)
+                self.is_leader = False
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                await self._stop_producer()
+
+    async def _run_once(self) -> None:
+        conn: asyncpg.Connection = await asyncpg.connect(self._dsn)
+        try:
+            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", self._lock_id):
+                await asyncio.sleep(1.0)
+            self.is_leader = True
+            wake = asyncio.Event()
+
+            def on_notify(*_: Any) -> None:
+                wake.set()
+
+            await conn.add_listener(OUTBOX_CHANNEL, on_notify)
+            while True:
+                wake.clear()
+                rows = await conn.fetch(
+                    "SELECT id, topic, key, payload FROM outbox ORDER BY id LIMIT $1",
+                    self._batch_size,
+                )
+                OUTBOX_BACKLOG.set(len(rows))
+                if rows:
+                    await self._send(rows)
+                    await conn.execute(
+                        "DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
+                    )
+                if len(rows) == self._batch_size:
+                    continue
+                try:
+                    await asyncio.wait_for(wake.wait(), self._idle_poll)
+                except TimeoutError:
+                    pass
+        finally:
+            self.is_leader = False
+            await conn.close()
+
+    async def _send(self, rows: list[asyncpg.Record]) -> None:
+        """Send a batch and wait for every acknowledgement, retrying until the broker takes it."""
+        backoff = 0.2
+        while True:
+            producer = await self._ensure_producer()
+            try:
+                pending = [
+                    await producer.send(
+                        topic_name(self._settings, row["topic"]),
+                        value=bytes(row["payload"]),
+                        key=row["key"].encode() if row["key"] else None,
+                    )
+                    for row in rows
+                ]
+                await asyncio.gather(*pending)
+                for row in rows:
+                    OUTBOX_PUBLISHED.labels(row["topic"]).inc()
+                return
+            except KafkaError as exc:
+                # A restarted in-memory broker has forgotten its topics: make them again.
+                log.warning("outbox_send_failed", error=repr(exc), retry_in=backoff)
+                await self._stop_producer()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                try:
+                    await ensure_topics(self._settings, {row["topic"] for row in rows}, timeout=5)
+                except KafkaError as topic_exc:
+                    log.warning("outbox_topics_unavailable", error=repr(topic_exc))
+
+    async def _ensure_producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            producer = create_producer(self._settings, client_id=f"{self.service}-relay")
+            try:
+                await producer.start()
+            except BaseException:
+                await producer.stop()
+                raise
+            self._producer = producer
+        return self._producer
+
+    async def _stop_producer(self) -> None:
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            try:
+                await producer.stop()
+            except KafkaError as exc:
+                log.warning("outbox_producer_stop_failed", error=repr(exc))

@@ -1,0 +1,56 @@
+"""Tracing: W3C trace context across HTTP and Kafka, exported by OTLP when configured.
+
+The current ``traceparent`` lives in a context variable, set by the HTTP middleware
+from the incoming header (or started fresh) and by the consumer from the message's
+envelope, so that an event written to the outbox carries the trace of the request or
+message that caused it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import secrets
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+current_traceparent: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "current_traceparent", default=None
+)
+
+
+def new_traceparent(parent: str | None = None) -> str:
+    """A traceparent for a new span: same trace as ``parent`` when valid, else a new trace."""
+    trace_id = trace_id_of(parent) if parent else None
+    if trace_id is None:
+        trace_id = secrets.token_hex(16)
+    return f"00-{trace_id}-{secrets.token_hex(8)}-01"
+
+
+def trace_id_of(traceparent: str | None) -> str | None:
+    """The 32-hex trace id of a W3C traceparent, or None when it is not one."""
+    if not traceparent:
+        return None
+    parts = traceparent.split("-")
+    if len(parts) != 4 or len(parts[1]) != 32 or parts[1] == "0" * 32:
+        return None
+    try:
+        int(parts[1], 16)
+    except ValueError:
+        return None
+    return parts[1]
+
+
+def configure_tracing(service: str, otlp_endpoint: str | None) -> None:
+    """Install an OTLP-exporting tracer provider when an endpoint is configured."""
+    if not otlp_endpoint:
+        return
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    provider = TracerProvider(resource=Resource.create({"service.name": f"bazaar-{service}"}))
+    provider.add_span_processor(
+        BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{otlp_endpoint.rstrip('/')}/v1/traces"))
+    )
+    trace.set_tracer_provider(provider)

@@ -1,0 +1,1 @@
+"""``bazaar up``: the embedded PostgreSQL and broker, and a supervisor for every service."""
