@@ -27,6 +27,13 @@ class PlatformSettings(BaseSettings):
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     # tansu (the embedded broker) refuses the idempotent producer; real Kafka wants it.
     kafka_idempotent_producer: bool = False
+    # Joining a consumer group takes about half the session timeout on tansu; the embedded
+    # stack and the tests shorten it. Real Kafka refuses less than its group.min.session.timeout.ms.
+    kafka_session_timeout_ms: int = 10_000
+    kafka_heartbeat_interval_ms: int = 3_000
+    # Partitions of every topic the platform creates. 4 is what tansu gives a topic it
+    # auto-creates (a producer racing ahead after a broker restart), so both agree.
+    kafka_topic_partitions: int = 4
     # Prepended to every topic name: lets several deployments (or test runs) share a cluster.
     topic_prefix: str = ""
     auth_issuer: str = "https://bazaar.local/auth"

@@ -11,14 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
+import jwt
 import pytest
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer
+from cryptography.hazmat.primitives.asymmetric import rsa
+from fastapi import FastAPI
+from jwt.algorithms import RSAAlgorithm
 from sqlalchemy.engine import URL, make_url
 
 from bazaar.kit.config import PlatformSettings
@@ -30,10 +39,15 @@ from bazaar.kit.db import (
     migrate,
     migrations_dir,
 )
+from bazaar.kit.messaging.envelope import Envelope
+from bazaar.kit.messaging.kafka import topic_name
 from bazaar.stack.broker import EmbeddedBroker
+from bazaar.stack.ports import free_port
 from bazaar.stack.postgres import EmbeddedPostgres
 
 T = TypeVar("T")
+TEST_ISSUER = "https://bazaar.test/auth"
+TEST_AUDIENCE = "bazaar"
 
 
 async def wait_for(
@@ -89,14 +103,128 @@ def broker() -> Iterator[EmbeddedBroker]:
         process.stop()
 
 
+class TokenIssuer:
+    """Signs access tokens the way the auth service does, with a key of the test session's.
+
+    Its JWKS is served over real HTTP (fixture ``token_issuer``), so services under test
+    fetch and cache keys exactly as in production.
+    """
+
+    def __init__(self, issuer: str = TEST_ISSUER, audience: str = TEST_AUDIENCE) -> None:
+        self.issuer = issuer
+        self.audience = audience
+        self.kid = f"test-{uuid.uuid4().hex[:8]}"
+        self.private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.jwks_url = ""
+
+    def jwks(self) -> dict[str, Any]:
+        jwk = json.loads(RSAAlgorithm.to_jwk(self.private_key.public_key()))
+        jwk.update({"kid": self.kid, "use": "sig", "alg": "RS256"})
+        return {"keys": [jwk]}
+
+    def mint(
+        self,
+        subject: str | None = None,
+        roles: Sequence[str] = ("customer",),
+        *,
+        ttl: int = 900,
+        **claims: Any,
+    ) -> str:
+        now = int(time.time())
+        payload: dict[str, Any] = {
+            "iss": self.issuer,
+            "aud": self.audience,
+            "sub": subject or str(uuid.uuid4()),
+            "iat": now,
+            "exp": now + ttl,
+            "jti": uuid.uuid4().hex,
+            "roles": list(roles),
+        }
+        payload.update(claims)
+        return jwt.encode(payload, self.private_key, algorithm="RS256", headers={"kid": self.kid})
+
+    def headers(
+        self, subject: str | None = None, roles: Sequence[str] = ("customer",)
+    ) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.mint(subject, roles)}"}
+
+
+@pytest.fixture(scope="session")
+async def token_issuer() -> AsyncIterator[TokenIssuer]:
+    """A :class:`TokenIssuer` whose JWKS is served on a free local port."""
+    issuer = TokenIssuer()
+
+    async def jwks(_: web.Request) -> web.Response:
+        return web.json_response(issuer.jwks())
+
+    app = web.Application()
+    app.router.add_get("/jwks.json", jwks)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    issuer.jwks_url = f"http://127.0.0.1:{port}/jwks.json"
+    try:
+        yield issuer
+    finally:
+        await runner.cleanup()
+
+
 @pytest.fixture
-def platform_settings(broker: EmbeddedBroker) -> PlatformSettings:
-    """Platform settings pointing at the test broker, with a topic prefix of this test's own."""
+def platform_settings(broker: EmbeddedBroker, token_issuer: TokenIssuer) -> PlatformSettings:
+    """Platform settings pointing at the test broker and token issuer, with a topic prefix
+    of this test's own."""
     return PlatformSettings(
         kafka_bootstrap_servers=broker.bootstrap_servers,
         topic_prefix=f"t{uuid.uuid4().hex[:10]}.",
         log_format="console",
+        kafka_session_timeout_ms=2000,
+        kafka_heartbeat_interval_ms=300,
+        auth_issuer=token_issuer.issuer,
+        auth_audience=token_issuer.audience,
+        jwks_url=token_issuer.jwks_url,
     )
+
+
+@asynccontextmanager
+async def running_app(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """Run a FastAPI app's lifespan in this process and give a client that talks to it."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://service.test") as client:
+            yield client
+
+
+async def read_topic(
+    platform: PlatformSettings,
+    topic: str,
+    *,
+    until: Callable[[list[Envelope]], bool],
+    timeout: float = 10.0,
+) -> list[Envelope]:
+    """Read ``topic`` (contract name; the test's prefix is added) from the beginning until
+    ``until(envelopes)`` holds, or fail after ``timeout`` seconds."""
+    consumer = AIOKafkaConsumer(
+        topic_name(platform, topic),
+        bootstrap_servers=platform.kafka_bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        metadata_max_age_ms=1000,
+    )
+    await consumer.start()
+    seen: list[Envelope] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while not until(seen):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out reading {topic}; saw {[e.type for e in seen]}")
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                seen.extend(Envelope.from_bytes(record.value) for record in records)
+    finally:
+        await consumer.stop()
+    return seen
 
 
 class DatabaseFactory:

@@ -85,6 +85,8 @@ class MessageConsumer:
                 auto_offset_reset="earliest",
                 # A restarted broker (or a topic made late) must be noticed in seconds.
                 metadata_max_age_ms=3000,
+                session_timeout_ms=self._settings.kafka_session_timeout_ms,
+                heartbeat_interval_ms=self._settings.kafka_heartbeat_interval_ms,
                 max_poll_records=500,
             )
             try:

@@ -36,11 +36,12 @@ def create_producer(settings: PlatformSettings, client_id: str) -> AIOKafkaProdu
 async def ensure_topics(
     settings: PlatformSettings,
     topics: Iterable[str],
-    partitions: int = 6,
+    partitions: int | None = None,
     replication_factor: int = 1,
     timeout: float = 30.0,
 ) -> None:
     """Create the topics that do not exist yet (names without prefix; the prefix is added)."""
+    partitions = partitions or settings.kafka_topic_partitions
     wanted = {topic_name(settings, topic) for topic in topics}
     deadline = asyncio.get_running_loop().time() + timeout
     while True:

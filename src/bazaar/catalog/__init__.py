@@ -1,0 +1,1 @@
+"""The catalog of goods and services: items, their prices and their stock."""
