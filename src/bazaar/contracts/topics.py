@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bazaar.contracts import auth, catalog
+from bazaar.contracts import auctions, auth, catalog, orders, payments
 
 DEAD_LETTER = "bazaar.dead-letter"
 
@@ -10,5 +10,9 @@ ALL_TOPICS: tuple[str, ...] = (
     auth.TOPIC,
     catalog.TOPIC,
     catalog.COMMANDS_TOPIC,
+    orders.TOPIC,
+    payments.TOPIC,
+    payments.COMMANDS_TOPIC,
+    auctions.TOPIC,
     DEAD_LETTER,
 )

@@ -1,0 +1,81 @@
+"""Order events on ``bazaar.orders`` (the order saga's milestones, for support and others)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+from uuid import UUID
+
+from bazaar.contracts.base import Message
+
+TOPIC = "bazaar.orders"
+
+CancelReason = Literal[
+    "out_of_stock",
+    "payment_declined",
+    "payment_failed",
+    "user_request",
+    "support_action",
+    "timeout",
+]
+
+
+class OrderLine(Message):
+    TYPE = "bazaar.orders.order-line"
+    TOPIC = TOPIC
+
+    item_id: UUID
+    title: str
+    unit_price: int
+    quantity: int
+    seller_id: UUID | None = None
+
+
+class OrderEvent(Message):
+    TYPE = "bazaar.orders.order"
+    TOPIC = TOPIC
+
+    order_id: UUID
+    user_id: UUID
+    status: Literal["pending", "confirmed", "cancelling", "cancelled"]
+    total: int
+    currency: str
+    occurred_at: datetime
+
+
+class OrderCreated(OrderEvent):
+    TYPE = "bazaar.orders.order.created"
+
+    lines: list[OrderLine]
+    payment_method_id: UUID
+
+
+class OrderConfirmed(OrderEvent):
+    TYPE = "bazaar.orders.order.confirmed"
+
+    payment_id: UUID
+
+
+class OrderCancellationRequested(OrderEvent):
+    """A user or support asked to cancel; compensation (refund, restock) is under way."""
+
+    TYPE = "bazaar.orders.order.cancellation_requested"
+
+    requested_by: str
+    reason: CancelReason
+
+
+class OrderCancelled(OrderEvent):
+    TYPE = "bazaar.orders.order.cancelled"
+
+    reason: CancelReason
+    payment_id: UUID | None = None
+
+
+class OrderSagaStepTimedOut(OrderEvent):
+    """A step passed its deadline and its command was sent again (attempt ``attempt``)."""
+
+    TYPE = "bazaar.orders.saga.step_timed_out"
+
+    step: str
+    attempt: int
