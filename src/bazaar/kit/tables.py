@@ -10,6 +10,7 @@ resource it created.
 from __future__ import annotations
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Column,
     DateTime,
@@ -21,7 +22,6 @@ from sqlalchemy import (
     Text,
     func,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 
 from bazaar.kit.db import new_metadata
 
@@ -56,8 +56,9 @@ idempotency_keys = Table(
     Column("scope", String(200), nullable=False),
     Column("request_hash", String(64), nullable=False),
     Column("status_code", Integer, nullable=True),
-    Column("response", JSONB, nullable=True),
-    Column("headers", JSONB, nullable=True),
+    # json, not jsonb: a replayed answer keeps the first answer's exact bytes (key order).
+    Column("response", JSON, nullable=True),
+    Column("headers", JSON, nullable=True),
     Column("note", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("principal", "scope", "key"),

@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from sqlalchemy import Column, Integer, MetaData, String, Table, select
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.engine import URL
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bazaar.kit.config import PlatformSettings
 from bazaar.kit.db import (
-    create_engine,
-    create_session_factory,
-    database_url,
-    drop_database,
-    ensure_database,
     transaction,
 )
 from bazaar.kit.messaging import outbox
@@ -28,45 +20,13 @@ from bazaar.kit.messaging.consumer import DEAD_LETTERED_TYPE, MessageConsumer
 from bazaar.kit.messaging.envelope import Envelope, new_envelope
 from bazaar.kit.messaging.kafka import DEAD_LETTER_TOPIC, ensure_topics, topic_name
 from bazaar.kit.messaging.relay import OutboxRelay
-from bazaar.kit.tables import platform_metadata
 from bazaar.kit.testing import read_topic, wait_for
 from bazaar.stack.broker import EmbeddedBroker
+from tests.integration.kit.conftest import ServiceDatabase, effects
 
 TOPIC = "bazaar.kit-test"
 PING = "bazaar.kit-test.ping"
 BROKEN = "bazaar.kit-test.broken"
-
-test_metadata = MetaData()
-effects = Table(
-    "effects",
-    test_metadata,
-    Column("message_id", String(64), primary_key=True),
-    Column("times", Integer, nullable=False),
-)
-
-
-@dataclass
-class ServiceDatabase:
-    url: URL
-    engine: AsyncEngine
-    sessions: async_sessionmaker[AsyncSession]
-
-
-@pytest.fixture
-async def service_db(postgres_url: URL) -> AsyncIterator[ServiceDatabase]:
-    """A database holding the platform's tables and a table of handler effects."""
-    name = f"bz_kit_{uuid.uuid4().hex[:10]}"
-    await ensure_database(postgres_url, name)
-    url = database_url(postgres_url, name)
-    engine = create_engine(url)
-    async with engine.begin() as conn:
-        await conn.run_sync(platform_metadata.create_all)
-        await conn.run_sync(test_metadata.create_all)
-    try:
-        yield ServiceDatabase(url, engine, create_session_factory(engine))
-    finally:
-        await engine.dispose()
-        await drop_database(postgres_url, name)
 
 
 async def count_effect(session: AsyncSession, envelope: Envelope) -> None:

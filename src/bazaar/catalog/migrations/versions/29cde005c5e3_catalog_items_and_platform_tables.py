@@ -68,8 +68,8 @@ def upgrade() -> None:
         sa.Column("scope", sa.String(length=200), nullable=False),
         sa.Column("request_hash", sa.String(length=64), nullable=False),
         sa.Column("status_code", sa.Integer(), nullable=True),
-        sa.Column("response", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
-        sa.Column("headers", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
+        sa.Column("response", sa.JSON(), nullable=True),
+        sa.Column("headers", sa.JSON(), nullable=True),
         sa.Column("note", sa.Text(), nullable=True),
         sa.Column(
             "created_at",

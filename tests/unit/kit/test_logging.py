@@ -1,0 +1,23 @@
+"""No secret or card number reaches a log line, whatever code logs it."""
+
+from __future__ import annotations
+
+from bazaar.kit.logging import redact_secrets
+
+
+def test_secret_keys_are_blanked_at_any_depth() -> None:
+    event = redact_secrets(
+        None,
+        "info",
+        {
+            "event": "payment_method_added",
+            "password": "hunter22",
+            "body": {"card_number": "4242424242424242", "cvc": "123", "exp_month": 12},
+            "headers": [{"Authorization": "Bearer abc"}],
+        },
+    )
+    flat = repr(event)
+    assert "hunter22" not in flat
+    assert "4242424242424242" not in flat
+    assert "Bearer abc" not in flat
+    assert event["body"]["exp_month"] == 12
