@@ -101,7 +101,10 @@ class OutboxRelay:
                 if len(rows) == self._batch_size:
                     continue
                 try:
-                    await asyncio.wait_for(wake.wait(), self._idle_poll)
+                    # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that
+                    # arrives as the event fires (gh-86296), and the relay outlives shutdown.
+                    async with asyncio.timeout(self._idle_poll):
+                        await wake.wait()
                 except TimeoutError:
                     pass
         finally:
