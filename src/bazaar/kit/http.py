@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bazaar.kit.errors import DomainError, Forbidden, InvalidToken, problem_body
 from bazaar.kit.logging import get_logger
 from bazaar.kit.requestcontext import current_request_id
-from bazaar.kit.telemetry import current_traceparent, new_traceparent, trace_id_of
+from bazaar.kit.telemetry import span, trace_id_of
 from bazaar.kit.tokens import Principal, TokenVerifier, bearer_token
 
 log = get_logger(__name__)
@@ -154,11 +154,6 @@ class RequestContextMiddleware:
                 traceparent = value.decode("latin-1")
         request_id = sane_request_id(request_id)
         current_request_id.set(request_id)
-        own_traceparent = new_traceparent(traceparent)
-        current_traceparent.set(own_traceparent)
-        structlog.contextvars.bind_contextvars(
-            request_id=request_id, trace_id=trace_id_of(own_traceparent)
-        )
         started = time.perf_counter()
         status = 500
         encoded_id = request_id.encode()
@@ -171,7 +166,11 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            with span(f"{scope['method']} {scope['path']}", traceparent) as own_traceparent:
+                structlog.contextvars.bind_contextvars(
+                    request_id=request_id, trace_id=trace_id_of(own_traceparent)
+                )
+                await self.app(scope, receive, send_with_id)
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"

@@ -1,24 +1,36 @@
 """Tracing: W3C trace context across HTTP and Kafka, exported by OTLP when configured.
 
 The current ``traceparent`` lives in a context variable, set by the HTTP middleware
-from the incoming header (or started fresh) and by the consumer from the message's
-envelope, so that an event written to the outbox carries the trace of the request or
-message that caused it.
+from the incoming header and by the consumer from the message's envelope, so that an
+event written to the outbox carries the trace of the request or message that caused
+it, and every log line carries its ``trace_id``.
+
+With ``BAZAAR_OTLP_ENDPOINT`` set, each request and each handled message is also an
+OpenTelemetry span (server / consumer kind, parented by the incoming traceparent),
+exported by OTLP over HTTP. Without it no span objects are made at all: ids are
+generated directly, which keeps the hot path cheap.
 """
 
 from __future__ import annotations
 
 import contextvars
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 current_traceparent: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "current_traceparent", default=None
 )
+
+_propagator = TraceContextTextMapPropagator()
+_tracer: trace.Tracer | None = None
 
 
 def new_traceparent(parent: str | None = None) -> str:
@@ -45,6 +57,7 @@ def trace_id_of(traceparent: str | None) -> str | None:
 
 def configure_tracing(service: str, otlp_endpoint: str | None) -> None:
     """Install an OTLP-exporting tracer provider when an endpoint is configured."""
+    global _tracer
     if not otlp_endpoint:
         return
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -54,3 +67,34 @@ def configure_tracing(service: str, otlp_endpoint: str | None) -> None:
         BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{otlp_endpoint.rstrip('/')}/v1/traces"))
     )
     trace.set_tracer_provider(provider)
+    _tracer = provider.get_tracer("bazaar")
+
+
+@contextmanager
+def span(name: str, parent: str | None, *, kind: str = "server") -> Iterator[str]:
+    """Run a block as one span under ``parent``; yields the block's own traceparent.
+
+    ``kind``: ``server`` (an HTTP request) or ``consumer`` (a Kafka message).
+    """
+    if _tracer is None:
+        own = new_traceparent(parent)
+        token = current_traceparent.set(own)
+        try:
+            yield own
+        finally:
+            current_traceparent.reset(token)
+        return
+    context = _propagator.extract({"traceparent": parent}) if parent else None
+    span_kind = SpanKind.CONSUMER if kind == "consumer" else SpanKind.SERVER
+    with _tracer.start_as_current_span(name, context=context, kind=span_kind) as current:
+        carrier: dict[str, str] = {}
+        _propagator.inject(carrier)
+        own = carrier.get("traceparent") or new_traceparent(parent)
+        token = current_traceparent.set(own)
+        try:
+            yield own
+        except BaseException as exc:
+            current.record_exception(exc)
+            raise
+        finally:
+            current_traceparent.reset(token)

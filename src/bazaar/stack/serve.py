@@ -23,6 +23,7 @@ from typing import Any
 
 from bazaar.kit.config import PlatformSettings
 from bazaar.kit.logging import configure_logging
+from bazaar.kit.telemetry import configure_tracing
 from bazaar.stack.services import ServiceSpec
 
 GRACEFUL_SHUTDOWN_SECONDS = 10
@@ -56,6 +57,7 @@ def serve(spec: ServiceSpec) -> int:
     """Run ``spec``'s process until it is told to stop; the exit code."""
     platform = PlatformSettings()
     configure_logging(spec.name, platform.log_format, platform.log_level)
+    configure_tracing(spec.name, platform.otlp_endpoint)
     # Services import Alembic (through bazaar.kit.db) but never migrate while serving;
     # it announces its plugins at INFO when first imported: noise.
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)

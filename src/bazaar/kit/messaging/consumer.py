@@ -15,6 +15,7 @@ import asyncio
 import base64
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
+import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.errors import CommitFailedError, KafkaError
 from prometheus_client import Counter, Gauge
@@ -28,7 +29,7 @@ from bazaar.kit.messaging import inbox, outbox
 from bazaar.kit.messaging.envelope import Envelope, new_envelope
 from bazaar.kit.messaging.kafka import DEAD_LETTER_TOPIC, topic_name
 from bazaar.kit.requestcontext import current_correlation_id, current_request_id
-from bazaar.kit.telemetry import current_traceparent
+from bazaar.kit.telemetry import span, trace_id_of
 
 log = get_logger(__name__)
 
@@ -139,7 +140,18 @@ class MessageConsumer:
             return
         current_correlation_id.set(envelope.correlationid)
         current_request_id.set(envelope.requestid)
-        current_traceparent.set(envelope.traceparent)
+        with span(f"handle {envelope.type}", envelope.traceparent, kind="consumer") as own:
+            structlog.contextvars.bind_contextvars(
+                correlation_id=envelope.correlationid,
+                request_id=envelope.requestid,
+                trace_id=trace_id_of(own),
+                message_id=envelope.id,
+            )
+            await self._dispatch(record, envelope, handler)
+
+    async def _dispatch(
+        self, record: ConsumerRecord[bytes, bytes], envelope: Envelope, handler: Handler
+    ) -> None:
         backoff = self._first_backoff
         for attempt in range(1, self._max_attempts + 1):
             try:
