@@ -1,0 +1,143 @@
+"""The gateway's composition root: ``create_app`` wires it, ``serve`` runs it on uvloop.
+
+Start it with ``serve(GatewaySettings(), PlatformSettings())`` (what ``bazaar serve
+gateway`` is for), configured by ``BAZAAR_GATEWAY_*`` and the platform's ``BAZAAR_*``
+variables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import signal
+from collections.abc import AsyncIterator
+
+import uvloop
+from aiohttp import web
+
+from bazaar.gateway.api import GATEWAY, add_routes
+from bazaar.gateway.runtime import Gateway
+from bazaar.gateway.settings import GatewaySettings
+from bazaar.kit.config import PlatformSettings
+from bazaar.kit.logging import configure_logging, get_logger
+from bazaar.kit.telemetry import configure_tracing
+
+log = get_logger(__name__)
+
+
+def create_app(
+    settings: GatewaySettings | None = None, platform: PlatformSettings | None = None
+) -> web.Application:
+    """The gateway app; nothing connects until it starts serving."""
+    settings = settings or GatewaySettings()
+    platform = platform or PlatformSettings()
+    gateway = Gateway(settings, platform)
+    app = web.Application(client_max_size=settings.max_body_bytes)
+    app[GATEWAY] = gateway
+
+    async def lifecycle(_: web.Application) -> AsyncIterator[None]:
+        await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    add_routes(app)
+    return app
+
+
+async def run(
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    reuse_port: bool = False,
+    parent_pid: int | None = None,
+) -> None:
+    """Serve ``app`` until SIGTERM or SIGINT (no access log: metrics count the requests).
+
+    A worker (``parent_pid`` set) also stops when its parent is gone, so a killed
+    gateway never leaves workers holding the port.
+    """
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+    await runner.setup()
+    try:
+        site = web.TCPSite(
+            runner, host, port, backlog=1024, reuse_address=True, reuse_port=reuse_port or None
+        )
+        await site.start()
+        log.info("gateway_listening", host=host, port=port, pid=os.getpid())
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        orphan_watch = None
+        if parent_pid is not None:
+            orphan_watch = asyncio.create_task(_stop_when_orphaned(parent_pid, stop))
+        await stop.wait()
+        if orphan_watch is not None:
+            orphan_watch.cancel()
+        log.info("gateway_stopping", pid=os.getpid())
+    finally:
+        await runner.cleanup()
+
+
+async def _stop_when_orphaned(parent_pid: int, stop: asyncio.Event) -> None:
+    while os.getppid() == parent_pid:
+        await asyncio.sleep(1.0)
+    log.warning("gateway_parent_gone", parent_pid=parent_pid)
+    stop.set()
+
+
+def serve(
+    settings: GatewaySettings | None = None, platform: PlatformSettings | None = None
+) -> None:
+    """Run the gateway on ``settings.host:settings.port`` with uvloop until interrupted.
+
+    With ``workers`` > 1, that many processes share the port (SO_REUSEPORT), each a
+    whole gateway with its own pools, health checks and caches.
+    """
+    settings = settings or GatewaySettings()
+    platform = platform or PlatformSettings()
+    if settings.workers <= 1:
+        _serve_one(settings, platform, reuse_port=False)
+        return
+    context = multiprocessing.get_context("spawn")
+    workers = [
+        context.Process(
+            target=_serve_one,
+            args=(settings, platform),
+            kwargs={"reuse_port": True, "parent_pid": os.getpid()},
+            name=f"gateway-worker-{number}",
+            daemon=True,
+        )
+        for number in range(1, settings.workers)
+    ]
+    for worker in workers:
+        worker.start()
+    try:
+        _serve_one(settings, platform, reuse_port=True)
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.join(timeout=10)
+
+
+def _serve_one(
+    settings: GatewaySettings,
+    platform: PlatformSettings,
+    *,
+    reuse_port: bool,
+    parent_pid: int | None = None,
+) -> None:
+    configure_logging("gateway", platform.log_format, platform.log_level)
+    configure_tracing("gateway", platform.otlp_endpoint)
+    app = create_app(settings, platform)
+    uvloop.run(run(app, settings.host, settings.port, reuse_port=reuse_port, parent_pid=parent_pid))
+
+
+if __name__ == "__main__":
+    serve()

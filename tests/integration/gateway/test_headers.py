@@ -1,0 +1,106 @@
+"""What the gateway adds, passes on and strips: request ids, forwarding, hop-by-hop."""
+
+from __future__ import annotations
+
+import re
+
+import aiohttp
+
+from tests.integration.gateway.conftest import GatewayUnderTest, Keys, bearer
+from tests.integration.gateway.standins import EchoUpstream
+
+GENERATED_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+async def test_a_sane_request_id_is_passed_on_and_echoed(
+    echo_everywhere: tuple[GatewayUnderTest, EchoUpstream], http: aiohttp.ClientSession
+) -> None:
+    gateway, _ = echo_everywhere
+    request_id = "checkout-7f3a:retry.2"
+    async with http.get(
+        gateway.api("/api/catalog/items"), headers={"X-Request-ID": request_id}
+    ) as response:
+        assert response.headers["X-Request-ID"] == request_id
+        assert (await response.json())["headers"]["X-Request-ID"] == request_id
+
+
+async def test_a_missing_or_odd_request_id_is_replaced_by_a_new_one(
+    echo_everywhere: tuple[GatewayUnderTest, EchoUpstream], http: aiohttp.ClientSession
+) -> None:
+    gateway, _ = echo_everywhere
+    seen = set()
+    for headers in ({}, {"X-Request-ID": "has spaces"}, {"X-Request-ID": "x" * 129}):
+        async with http.get(gateway.api("/api/catalog/items"), headers=headers) as response:
+            request_id = response.headers["X-Request-ID"]
+            assert GENERATED_ID.match(request_id)
+            assert (await response.json())["headers"]["X-Request-ID"] == request_id
+            seen.add(request_id)
+    assert len(seen) == 3
+
+
+async def test_every_answer_of_the_gateway_itself_carries_the_request_id(
+    echo_everywhere: tuple[GatewayUnderTest, EchoUpstream],
+    keys: Keys,
+    http: aiohttp.ClientSession,
+) -> None:
+    gateway, _ = echo_everywhere
+    cases = [
+        ("GET", "/api/nowhere", {}),  # 404
+        ("GET", "/api/auth/me", {}),  # 401
+        ("POST", "/api/catalog/items", bearer(keys.current.token(["customer"]))),  # 403
+        ("GET", "/api/health", {}),
+        ("GET", "/api/docs", {}),
+        ("GET", "/healthz", {}),
+        ("GET", "/readyz", {}),
+        ("GET", "/metrics", {}),
+    ]
+    for method, path, headers in cases:
+        async with http.request(
+            method, gateway.api(path), headers={**headers, "X-Request-ID": "req-1"}
+        ) as response:
+            assert response.headers.get("X-Request-ID") == "req-1", path
+
+
+async def test_forwarding_headers_are_the_gateways_and_hop_by_hop_ones_stay_behind(
+    echo_everywhere: tuple[GatewayUnderTest, EchoUpstream],
+    keys: Keys,
+    http: aiohttp.ClientSession,
+) -> None:
+    gateway, _ = echo_everywhere
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    sent = {
+        "X-Forwarded-For": "6.6.6.6",  # a client may not choose its address
+        "X-Forwarded-Proto": "https",
+        "Forwarded": "for=6.6.6.6",
+        "traceparent": traceparent,
+        "Idempotency-Key": "k-1",
+        "Connection": "keep-alive, X-Secret-Hop",
+        "X-Secret-Hop": "do not forward",
+        "Keep-Alive": "timeout=5",
+        "TE": "trailers",
+        "Proxy-Authorization": "Basic c2VjcmV0",
+        **bearer(keys.current.token(["customer"])),
+    }
+    async with http.get(gateway.api("/api/auth/me"), headers=sent) as response:
+        assert response.status == 200
+        echoed = await response.json()
+    headers = {name.lower(): value for name, value in echoed["headers"].items()}
+    assert headers["x-forwarded-for"] == "127.0.0.1"
+    assert headers["x-forwarded-proto"] == "http"
+    assert "forwarded" not in headers
+    assert headers["traceparent"] == traceparent
+    assert headers["idempotency-key"] == "k-1"
+    assert headers["authorization"] == sent["Authorization"]
+    for hop in ("x-secret-hop", "keep-alive", "te", "proxy-authorization"):
+        assert hop not in headers, hop
+    assert echoed["header_names"].count("x-forwarded-for") == 1
+
+
+async def test_response_headers_come_back_without_hop_by_hop_ones(
+    echo_everywhere: tuple[GatewayUnderTest, EchoUpstream], http: aiohttp.ClientSession
+) -> None:
+    gateway, _ = echo_everywhere
+    async with http.get(gateway.api("/api/catalog/items")) as response:
+        assert response.content_type == "application/json"
+        assert response.headers.get("Keep-Alive") is None
+        assert response.headers.getall("X-Request-ID") == [response.headers["X-Request-ID"]]
