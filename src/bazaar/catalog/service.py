@@ -1,29 +1,53 @@
-"""The catalog's rules: who may list and change items, and what each change announces.
+"""The catalog's rules: who may list and change items, what each change announces, and
+how stock is reserved, sold and given back.
 
-Functions take the caller's session and never commit: the request's edge does, so
-the item and the outbox row announcing it land in one transaction.
+Functions take the caller's session and never commit: the request's edge (or the
+consumer loop, for stock commands) does, so the change and the outbox row announcing
+it land in one transaction.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bazaar.catalog import repository
 from bazaar.catalog.errors import ItemNotFound, NotItemSeller
-from bazaar.catalog.models import Item
+from bazaar.catalog.models import Item, StockReservation
 from bazaar.catalog.schemas import ItemCreate, ItemPage, ItemRead, ItemUpdate
-from bazaar.contracts.catalog import ItemCreated, ItemSnapshot, ItemUpdated, ItemWithdrawn
+from bazaar.contracts.base import Message
+from bazaar.contracts.catalog import (
+    CommitStock,
+    ItemCreated,
+    ItemSnapshot,
+    ItemUpdated,
+    ItemWithdrawn,
+    ReleaseStock,
+    ReserveStock,
+    StockCommitted,
+    StockLine,
+    StockReleased,
+    StockReservationRefused,
+    StockReserved,
+)
+from bazaar.kit.logging import get_logger
 from bazaar.kit.messaging.outbox import publish_message
 from bazaar.kit.pagination import InvalidCursor, PageParams, decode_cursor, encode_cursor
 from bazaar.kit.tokens import Principal
 
 SOURCE = "bazaar/catalog"
 T = TypeVar("T")
+
+log = get_logger(__name__)
+
+# A hold shorter than a second is a bug at the sender; one longer than a day would keep
+# units away from buyers for too long if the sender forgot about it.
+MIN_HOLD_SECONDS = 1
+MAX_HOLD_SECONDS = 86_400
 
 
 async def create_item(session: AsyncSession, seller: Principal, data: ItemCreate) -> ItemRead:
@@ -50,6 +74,16 @@ async def get_item(session: AsyncSession, item_id: uuid.UUID) -> ItemRead:
     if item is None:
         raise ItemNotFound()
     return ItemRead.model_validate(item, from_attributes=True)
+
+
+async def get_items(session: AsyncSession, item_ids: list[uuid.UUID]) -> ItemPage:
+    """The items named, withdrawn ones included, in the order asked; unknown ids are left out."""
+    found = {item.id: item for item in await repository.get_items(session, set(item_ids))}
+    ordered = [found[item_id] for item_id in dict.fromkeys(item_ids) if item_id in found]
+    return ItemPage(
+        items=[ItemRead.model_validate(item, from_attributes=True) for item in ordered],
+        next_cursor=None,
+    )
 
 
 async def update_item(
@@ -143,4 +177,219 @@ async def _announce(
         source=SOURCE,
         key=str(item.id),
         user_id=caller.subject,
+    )
+
+
+# --- stock ---------------------------------------------------------------------------
+#
+# Commands come from the order saga (``bazaar.catalog.commands``) and are answered on
+# ``bazaar.catalog`` with the same reservation id. Every handler first takes the
+# reservation's advisory lock, so two deliveries of commands about one reservation
+# never interleave; item rows are then locked in id order, so reservations of
+# overlapping items never deadlock.
+
+
+async def reserve_stock(
+    session: AsyncSession,
+    command: ReserveStock,
+    *,
+    now: datetime,
+    correlation_id: str | None = None,
+    user_id: str | None = None,
+) -> None:
+    """Hold every line or none: answer :class:`StockReserved` or
+    :class:`StockReservationRefused`. The same reservation id asked again gets the first
+    answer again."""
+    reservation_id = command.reservation_id
+    await repository.lock_reservation_id(session, reservation_id)
+    answer = await _earlier_reservation_answer(session, reservation_id)
+    if answer is None:
+        answer = await _try_reserve(session, command, now)
+    await _reply(session, answer, reservation_id, correlation_id, user_id)
+
+
+async def _earlier_reservation_answer(
+    session: AsyncSession, reservation_id: uuid.UUID
+) -> Message | None:
+    lines = await repository.reservation_lines(session, reservation_id)
+    if lines:
+        return _reserved(reservation_id, lines)
+    refusal = await repository.get_refusal(session, reservation_id)
+    if refusal is not None:
+        return StockReservationRefused(
+            reservation_id=reservation_id,
+            reason="out_of_stock" if refusal.reason == "out_of_stock" else "item_unavailable",
+            item_id=refusal.item_id,
+        )
+    return None
+
+
+async def _try_reserve(session: AsyncSession, command: ReserveStock, now: datetime) -> Message:
+    wanted: dict[uuid.UUID, int] = {}
+    for line in command.lines:
+        wanted[line.item_id] = wanted.get(line.item_id, 0) + line.quantity
+    malformed = next((item_id for item_id, q in wanted.items() if q <= 0), None)
+    if not wanted or malformed is not None:
+        return await _refuse(session, command.reservation_id, "item_unavailable", malformed)
+
+    # All or nothing: take each item's units in id order inside a savepoint, and undo the
+    # ones already taken when one cannot be.
+    savepoint = await session.begin_nested()
+    short: uuid.UUID | None = None
+    for item_id in sorted(wanted):
+        if not await repository.take_stock(session, item_id, wanted[item_id]):
+            short = item_id
+            break
+    if short is not None:
+        await savepoint.rollback()
+        item = await repository.get_item(session, short)
+        reason = "item_unavailable" if item is None or not item.active else "out_of_stock"
+        return await _refuse(session, command.reservation_id, reason, short)
+    await savepoint.commit()
+
+    hold = min(max(command.hold_seconds, MIN_HOLD_SECONDS), MAX_HOLD_SECONDS)
+    lines = [
+        StockReservation(
+            reservation_id=command.reservation_id,
+            item_id=item_id,
+            quantity=wanted[item_id],
+            status="held",
+            expires_at=now + timedelta(seconds=hold),
+        )
+        for item_id in sorted(wanted)
+    ]
+    await repository.add_reservation_lines(session, lines)
+    return _reserved(command.reservation_id, lines)
+
+
+async def _refuse(
+    session: AsyncSession,
+    reservation_id: uuid.UUID,
+    reason: str,
+    item_id: uuid.UUID | None,
+) -> StockReservationRefused:
+    await repository.add_refusal(session, reservation_id, reason, item_id)
+    return StockReservationRefused(
+        reservation_id=reservation_id,
+        reason="out_of_stock" if reason == "out_of_stock" else "item_unavailable",
+        item_id=item_id,
+    )
+
+
+def _reserved(reservation_id: uuid.UUID, lines: list[StockReservation]) -> StockReserved:
+    return StockReserved(
+        reservation_id=reservation_id,
+        lines=[StockLine(item_id=line.item_id, quantity=line.quantity) for line in lines],
+        expires_at=min(line.expires_at for line in lines),
+    )
+
+
+async def commit_stock(
+    session: AsyncSession,
+    command: CommitStock,
+    *,
+    now: datetime,
+    correlation_id: str | None = None,
+    user_id: str | None = None,
+) -> None:
+    """Mark the reservation sold and answer :class:`StockCommitted` (again, if it already is).
+
+    A hold that expired before the commit arrived is taken again if the units are still
+    there. If they are not, or the reservation is unknown or released, nothing is
+    answered: the saga's commit step then runs out of time and compensates (refunds the
+    buyer), which is the honest outcome when the goods are gone.
+    """
+    reservation_id = command.reservation_id
+    await repository.lock_reservation_id(session, reservation_id)
+    lines = await repository.reservation_lines(session, reservation_id, for_update=True)
+    if not lines or any(line.status == "released" for line in lines):
+        log.warning(
+            "stock_commit_refused",
+            reservation_id=str(reservation_id),
+            reason="unknown" if not lines else "released",
+        )
+        return
+    expired = [line for line in lines if line.status == "expired"]
+    if expired:
+        savepoint = await session.begin_nested()
+        for line in expired:
+            if not await repository.take_stock(session, line.item_id, line.quantity):
+                await savepoint.rollback()
+                log.warning(
+                    "stock_commit_refused",
+                    reservation_id=str(reservation_id),
+                    reason="expired_and_gone",
+                    item_id=str(line.item_id),
+                )
+                return
+        await savepoint.commit()
+    for line in lines:
+        if line.status != "committed":
+            line.status = "committed"
+            line.updated_at = now
+    await session.flush()
+    await _reply(
+        session,
+        StockCommitted(reservation_id=reservation_id),
+        reservation_id,
+        correlation_id,
+        user_id,
+    )
+
+
+async def release_stock(
+    session: AsyncSession,
+    command: ReleaseStock,
+    *,
+    now: datetime,
+    correlation_id: str | None = None,
+    user_id: str | None = None,
+) -> None:
+    """Give held or sold units back, and always answer :class:`StockReleased` (also for a
+    reservation never made, refused or expired), so a compensation always completes."""
+    reservation_id = command.reservation_id
+    await repository.lock_reservation_id(session, reservation_id)
+    for line in await repository.reservation_lines(session, reservation_id, for_update=True):
+        if line.status in ("held", "committed"):
+            await repository.return_stock(session, line.item_id, line.quantity)
+            line.status = "released"
+            line.updated_at = now
+    await session.flush()
+    await _reply(
+        session,
+        StockReleased(reservation_id=reservation_id, reason=command.reason),
+        reservation_id,
+        correlation_id,
+        user_id,
+    )
+
+
+async def reap_expired_holds(session: AsyncSession, *, now: datetime, limit: int = 500) -> int:
+    """Return the units of holds past their expiry (a saga that never came back); how many
+    lines were reaped."""
+    lines = await repository.expired_holds(session, now, limit=limit)
+    for line in lines:
+        await repository.return_stock(session, line.item_id, line.quantity)
+        line.status = "expired"
+        line.updated_at = now
+    await session.flush()
+    if lines:
+        log.info("stock_holds_expired", lines=len(lines))
+    return len(lines)
+
+
+async def _reply(
+    session: AsyncSession,
+    message: Message,
+    reservation_id: uuid.UUID,
+    correlation_id: str | None,
+    user_id: str | None,
+) -> None:
+    await publish_message(
+        session,
+        message,
+        source=SOURCE,
+        key=str(reservation_id),
+        correlation_id=correlation_id,
+        user_id=user_id,
     )

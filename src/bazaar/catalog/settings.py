@@ -15,3 +15,5 @@ class CatalogSettings(ServiceSettings):
     database_url: SecretStr = SecretStr(
         "postgresql+asyncpg://postgres@127.0.0.1:5432/bazaar_catalog"
     )
+    # How often expired stock holds are looked for and their units returned.
+    reservation_reaper_interval_seconds: float = 5.0

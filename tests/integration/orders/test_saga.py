@@ -1,0 +1,270 @@
+"""The order saga end to end over the real broker: the real catalog reserves, commits and
+releases stock; the test plays payments (and, where it must stay silent, the catalog)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from prometheus_client import REGISTRY
+
+from bazaar.contracts import catalog as catalog_contract
+from bazaar.contracts import orders as orders_contract
+from bazaar.contracts import payments as payments_contract
+from bazaar.kit.messaging.envelope import Envelope
+from bazaar.kit.testing import wait_for
+from tests.integration.orders.conftest import ORDERS, Market, OpenMarket
+
+
+async def test_an_order_is_reserved_charged_committed_and_confirmed(market: Market) -> None:
+    buyer, headers, method = market.buyer()
+    teapot, cups = await market.new_item(stock=3), await market.new_item(stock=10, price=250)
+    order = await market.place(headers, method, (teapot, 1), (cups, 4))
+    order_id = order["id"]
+
+    charge = await market.charge(order_id)
+    assert (charge.amount, charge.currency) == (2500, "EUR")
+    assert str(charge.user_id) == buyer and str(charge.payment_method_id) == method
+    assert (charge.reference_type, str(charge.reference_id)) == ("order", order_id)
+    assert (await market.stock_of(teapot), await market.stock_of(cups)) == (2, 6)
+    assert (await market.order(order_id))["payment_id"] == str(charge.payment_id)
+
+    await market.pay(charge)
+    confirmed = await market.settled(order_id, "confirmed")
+    assert confirmed["payment_id"] == str(charge.payment_id)
+    assert confirmed["status_reason"] is None
+    await market.sent(catalog_contract.CommitStock, order_id)
+    assert (await market.stock_of(teapot), await market.stock_of(cups)) == (2, 6)
+
+    [event] = await market.sent(orders_contract.OrderConfirmed, order_id)
+    assert event.data["payment_id"] == str(charge.payment_id)
+    assert event.userid == buyer and event.subject == order_id
+    # Every message of the saga carries the order's id as its correlation id.
+    for command in (
+        catalog_contract.ReserveStock,
+        payments_contract.ChargePayment,
+        catalog_contract.CommitStock,
+        orders_contract.OrderCreated,
+    ):
+        assert len(await market.sent(command, order_id)) == 1
+
+
+async def test_an_order_for_more_than_is_left_is_cancelled_out_of_stock(market: Market) -> None:
+    _, headers, method = market.buyer()
+    plenty, scarce = await market.new_item(stock=10), await market.new_item(stock=1)
+    order = await market.place(headers, method, (plenty, 2), (scarce, 2))
+
+    cancelled = await market.settled(order["id"], "cancelled")
+    assert cancelled["status_reason"] == "out_of_stock"
+    assert cancelled["payment_id"] is None
+    assert (await market.stock_of(plenty), await market.stock_of(scarce)) == (10, 1)
+    [event] = await market.sent(orders_contract.OrderCancelled, order["id"])
+    assert event.data["reason"] == "out_of_stock"
+    assert market.count(payments_contract.ChargePayment, order["id"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("failure_code", "reason"),
+    [("card_declined", "payment_declined"), ("processing_error", "payment_failed")],
+)
+async def test_a_failed_payment_returns_the_stock(
+    market: Market, failure_code: str, reason: str
+) -> None:
+    _, headers, method = market.buyer()
+    item = await market.new_item(stock=5)
+    order = await market.place(headers, method, (item, 2))
+    charge = await market.charge(order["id"])
+    assert await market.stock_of(item) == 3
+
+    await market.pay(charge, "failed", failure_code=failure_code)
+    cancelled = await market.settled(order["id"], "cancelled")
+    assert cancelled["status_reason"] == reason
+    assert await market.stock_of(item) == 5
+    await market.sent(catalog_contract.ReleaseStock, order["id"])
+    assert market.count(payments_contract.CancelPayment, order["id"]) == 0
+
+
+async def test_a_customer_cancels_a_pending_order_and_the_charge_is_called_off(
+    market: Market,
+) -> None:
+    _, headers, method = market.buyer()
+    item = await market.new_item(stock=5)
+    order = await market.place(headers, method, (item, 2))
+    charge = await market.charge(order["id"])
+
+    response = await market.orders.post(f"{ORDERS}/{order['id']}/cancel", headers=headers)
+    assert response.status_code == 202
+    assert response.json()["status"] == "pending"
+    [cancel] = await market.sent(payments_contract.CancelPayment, order["id"])
+    assert cancel.data["payment_id"] == str(charge.payment_id)
+    [asked] = await market.sent(orders_contract.OrderCancellationRequested, order["id"])
+    assert asked.data["reason"] == "user_request"
+
+    # A charge answered after the cancel was asked for changes nothing.
+    await market.pay(charge)
+    await market.pay(charge, "refunded")
+    cancelled = await market.settled(order["id"], "cancelled")
+    assert cancelled["status_reason"] == "user_request"
+    assert await market.stock_of(item) == 5
+    assert market.count(catalog_contract.CommitStock, order["id"]) == 0
+
+
+async def test_support_cancels_a_confirmed_order_refunding_and_restocking_it(
+    market: Market,
+) -> None:
+    _, headers, method = market.buyer()
+    item = await market.new_item(stock=5)
+    order = await market.place(headers, method, (item, 3))
+    charge = await market.charge(order["id"])
+    await market.pay(charge)
+    await market.settled(order["id"], "confirmed")
+    assert await market.stock_of(item) == 2
+
+    support = market.headers(None, "support")
+    response = await market.orders.post(f"{ORDERS}/{order['id']}/cancel", headers=support)
+    assert response.status_code == 202
+    assert response.json()["status"] == "cancelling"
+    [refund] = await market.sent(payments_contract.CancelPayment, order["id"])
+    assert refund.data["payment_id"] == str(charge.payment_id)
+    assert (await market.order(order["id"]))["status"] == "cancelling"
+    # Asking again while it runs is accepted and changes nothing.
+    again = await market.orders.post(f"{ORDERS}/{order['id']}/cancel", headers=headers)
+    assert again.status_code == 202
+
+    await market.pay(charge, "refunded")
+    cancelled = await market.settled(order["id"], "cancelled")
+    assert cancelled["status_reason"] == "support_action"
+    assert await market.stock_of(item) == 5
+    assert market.count(payments_contract.CancelPayment, order["id"]) == 1
+    [event] = await market.sent(orders_contract.OrderCancelled, order["id"])
+    assert event.data["payment_id"] == str(charge.payment_id)
+
+
+async def test_every_answer_delivered_three_times_gives_the_same_order(market: Market) -> None:
+    """Each answer arrives once more as a redelivery (same message) and once as the answer
+    to a re-sent command (a new message): the saga moves once per step."""
+    _, headers, method = market.buyer()
+    item = await market.new_item(stock=5)
+    order = await market.place(headers, method, (item, 2))
+    order_id = order["id"]
+    duplicates_before, handled_before = (
+        _handled_by_orders("duplicate"),
+        _handled_by_orders("handled"),
+    )
+
+    [reserved] = await market.sent(catalog_contract.StockReserved, order_id)
+    await _twice_more(market, reserved, catalog_contract.TOPIC, order_id)
+    charge = await market.charge(order_id)
+    paid = await market.pay(charge)
+    await _twice_more(market, paid, payments_contract.TOPIC, str(charge.payment_id))
+    [committed] = await market.sent(catalog_contract.StockCommitted, order_id)
+    await _twice_more(market, committed, catalog_contract.TOPIC, order_id)
+
+    await market.settled(order_id, "confirmed")
+    await wait_for(
+        lambda: (
+            _handled_by_orders("duplicate") >= duplicates_before + 3
+            and _handled_by_orders("handled") >= handled_before + 6
+        ),
+        message="orders to have handled every copy",
+    )
+    await market.sent(catalog_contract.CommitStock, order_id)
+    await market.sent(orders_contract.OrderConfirmed, order_id)
+    assert market.count(payments_contract.ChargePayment, order_id) == 1
+    assert market.count(catalog_contract.CommitStock, order_id) == 1
+    assert market.count(orders_contract.OrderConfirmed, order_id) == 1
+    assert (await market.order(order_id))["status"] == "confirmed"
+    assert await market.stock_of(item) == 3
+
+
+def _handled_by_orders(outcome: str) -> float:
+    """Messages the orders consumer took for the saga's answers, by outcome."""
+    return sum(
+        REGISTRY.get_sample_value(
+            "bazaar_messages_handled_total",
+            {"consumer": "orders", "type": message.TYPE, "outcome": outcome},
+        )
+        or 0.0
+        for message in (
+            catalog_contract.StockReserved,
+            catalog_contract.StockCommitted,
+            payments_contract.PaymentSucceeded,
+        )
+    )
+
+
+async def _twice_more(market: Market, answer: Envelope, topic: str, key: str) -> None:
+    copy = answer.model_copy(update={"id": str(uuid.uuid4())})
+    await market.redeliver(answer, key=key, topic=topic)
+    await market.redeliver(copy, key=key, topic=topic)
+
+
+async def test_a_late_charge_answer_within_the_charge_steps_tries_still_confirms(
+    open_market: OpenMarket,
+) -> None:
+    """The lost-answer card: payments answers only after orders asked several times; the
+    command is the same payment every time, and the order ends confirmed."""
+    market = await open_market(charge_deadline_seconds=0.5, charge_attempts=6)
+    _, headers, method = market.buyer()
+    item = await market.new_item(stock=5)
+    order = await market.place(headers, method, (item, 1))
+
+    first = await market.charge(order["id"])
+    third = await market.charge(order["id"], attempt=3)
+    assert third == first  # same payment id, amount, everything
+    timed_out = await market.sent(orders_contract.OrderSagaStepTimedOut, order["id"], count=2)
+    assert [e.data["attempt"] for e in timed_out[:2]] == [2, 3]
+    assert timed_out[0].data["step"] == "charging"
+    await market.pay(third)
+    await market.settled(order["id"], "confirmed")
+    assert await market.stock_of(item) == 4
+
+
+async def test_a_charge_never_answered_compensates_with_reason_timeout(
+    open_market: OpenMarket,
+) -> None:
+    market = await open_market(charge_deadline_seconds=0.3, charge_attempts=3)
+    _, headers, method = market.buyer()
+    item = await market.new_item(stock=5)
+    order = await market.place(headers, method, (item, 2))
+
+    charges = await market.sent(payments_contract.ChargePayment, order["id"], count=3)
+    assert len({e.id for e in charges}) == 3
+    assert len({e.data["payment_id"] for e in charges}) == 1
+    [cancel] = await market.sent(payments_contract.CancelPayment, order["id"])
+    assert cancel.data["payment_id"] == charges[0].data["payment_id"]
+    charge = payments_contract.ChargePayment.model_validate(charges[0].data)
+    await market.pay(charge, "cancelled")
+    cancelled = await market.settled(order["id"], "cancelled")
+    assert cancelled["status_reason"] == "timeout"
+    assert await market.stock_of(item) == 5
+    assert market.count(payments_contract.ChargePayment, order["id"]) == 3
+
+
+async def test_every_order_ends_by_itself_when_nobody_answers(open_market: OpenMarket) -> None:
+    """Catalog and payments silent: two orders replicas re-send each step's command on time
+    (each exactly once per deadline, never both), then give up, and the order is
+    cancelled with reason timeout all the same."""
+    market = await open_market(
+        real_catalog=False,
+        replicas=2,
+        reserve_deadline_seconds=0.4,
+        reserve_attempts=3,
+        release_deadline_seconds=0.4,
+        release_attempts=2,
+    )
+    _, headers, method = market.buyer()
+    item = await market.new_item()
+    order = await market.place(headers, method, (item, 1))
+
+    cancelled = await market.settled(order["id"], "cancelled")
+    assert cancelled["status_reason"] == "timeout"
+    [event] = await market.sent(orders_contract.OrderCancelled, order["id"])
+    assert event.data["reason"] == "timeout"
+    reserves = await market.sent(catalog_contract.ReserveStock, order["id"], count=3)
+    assert {e.data["reservation_id"] for e in reserves} == {order["id"]}
+    await market.sent(catalog_contract.ReleaseStock, order["id"], count=2)
+    await market.sent(orders_contract.OrderSagaStepTimedOut, order["id"], count=3)
+    assert market.count(catalog_contract.ReserveStock, order["id"]) == 3
+    assert market.count(catalog_contract.ReleaseStock, order["id"]) == 2
+    assert market.count(orders_contract.OrderSagaStepTimedOut, order["id"]) == 3

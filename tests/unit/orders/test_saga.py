@@ -1,0 +1,288 @@
+"""The order saga's transitions, as data: pure tests of :func:`bazaar.orders.saga.decide`."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from bazaar.orders import saga
+from bazaar.orders.saga import (
+    Command,
+    Decision,
+    Event,
+    SagaState,
+    Step,
+    StepTiming,
+    Trigger,
+    decide,
+)
+from bazaar.orders.settings import OrdersSettings
+
+TIMINGS: saga.SagaTimings = {
+    Step.RESERVING: StepTiming(10, 3),
+    Step.CHARGING: StepTiming(30, 6),
+    Step.COMMITTING: StepTiming(10, 2),
+    Step.REFUNDING: StepTiming(30, 4),
+    Step.RELEASING: StepTiming(10, 2),
+}
+ANSWERS = [t for t in Trigger if t is not Trigger.DEADLINE_PASSED]
+CANCELS = (Trigger.CANCEL_BY_USER, Trigger.CANCEL_BY_SUPPORT)
+
+
+def run(*triggers: Trigger, state: SagaState | None = None) -> Decision:
+    """The saga from its start (or ``state``) through ``triggers``; each must move it."""
+    decision = saga.start(TIMINGS) if state is None else Decision(state)
+    for trigger in triggers:
+        moved = decide(decision.state, trigger, TIMINGS)
+        assert moved is not None, f"{trigger} did nothing in {decision.state.step}"
+        decision = moved
+    return decision
+
+
+def at(step: Step) -> SagaState:
+    """A saga that just entered ``step`` on the usual path."""
+    paths = {
+        Step.RESERVING: (),
+        Step.CHARGING: (Trigger.STOCK_RESERVED,),
+        Step.COMMITTING: (Trigger.STOCK_RESERVED, Trigger.PAYMENT_SUCCEEDED),
+        Step.CONFIRMED: (
+            Trigger.STOCK_RESERVED,
+            Trigger.PAYMENT_SUCCEEDED,
+            Trigger.STOCK_COMMITTED,
+        ),
+        Step.REFUNDING: (Trigger.STOCK_RESERVED, Trigger.CANCEL_BY_USER),
+        Step.RELEASING: (Trigger.STOCK_RESERVED, Trigger.PAYMENT_DECLINED),
+        Step.CANCELLED: (Trigger.STOCK_REFUSED,),
+    }
+    return run(*paths[step]).state
+
+
+def test_a_new_order_reserves_its_stock() -> None:
+    started = saga.start(TIMINGS)
+    assert started.state == SagaState(Step.RESERVING, "pending", attempts=1)
+    assert started.commands == (Command.RESERVE_STOCK,)
+    assert started.deadline_seconds == 10
+
+
+def test_the_happy_path_reserves_charges_commits_and_confirms() -> None:
+    charging = run(Trigger.STOCK_RESERVED)
+    assert charging.state.step is Step.CHARGING and charging.state.charge_requested
+    assert charging.commands == (Command.CHARGE_PAYMENT,)
+    assert charging.deadline_seconds == 30
+
+    committing = run(Trigger.PAYMENT_SUCCEEDED, state=charging.state)
+    assert committing.commands == (Command.COMMIT_STOCK,)
+    assert committing.state.status == "pending"
+
+    confirmed = run(Trigger.STOCK_COMMITTED, state=committing.state)
+    assert confirmed.state.step is Step.CONFIRMED
+    assert confirmed.state.status == "confirmed"
+    assert confirmed.events == (Event.CONFIRMED,)
+    assert confirmed.commands == ()
+    assert confirmed.deadline_seconds is None
+
+
+def test_out_of_stock_cancels_at_once_without_compensation() -> None:
+    refused = run(Trigger.STOCK_REFUSED)
+    assert refused.state.step is Step.CANCELLED
+    assert refused.state.status == "cancelled"
+    assert refused.state.cancel_reason == "out_of_stock"
+    assert refused.commands == ()
+    assert refused.events == (Event.CANCELLED,)
+
+
+@pytest.mark.parametrize(
+    ("failure_code", "reason"),
+    [
+        ("card_declined", "payment_declined"),
+        ("insufficient_funds", "payment_declined"),
+        ("expired_card", "payment_declined"),
+        ("processing_error", "payment_failed"),
+        ("payment_method_invalid", "payment_failed"),
+    ],
+)
+def test_a_failed_payment_releases_the_stock_and_says_why(failure_code: str, reason: str) -> None:
+    trigger = saga.payment_failure_trigger(failure_code)
+    failed = run(trigger, state=at(Step.CHARGING))
+    assert failed.state.step is Step.RELEASING
+    assert failed.commands == (Command.RELEASE_STOCK,)  # no money was taken: no refund
+    cancelled = run(Trigger.STOCK_RELEASED, state=failed.state)
+    assert cancelled.state.status == "cancelled"
+    assert cancelled.state.cancel_reason == reason
+    assert cancelled.events == (Event.CANCELLED,)
+
+
+@pytest.mark.parametrize(
+    ("step", "first_command"),
+    [
+        (Step.RESERVING, Command.RELEASE_STOCK),
+        (Step.CHARGING, Command.CANCEL_PAYMENT),
+        (Step.COMMITTING, Command.CANCEL_PAYMENT),
+    ],
+)
+@pytest.mark.parametrize(
+    ("trigger", "reason"),
+    [(Trigger.CANCEL_BY_USER, "user_request"), (Trigger.CANCEL_BY_SUPPORT, "support_action")],
+)
+def test_cancelling_a_pending_order_compensates_what_was_done(
+    step: Step, first_command: Command, trigger: Trigger, reason: str
+) -> None:
+    asked = run(trigger, state=at(step))
+    assert asked.commands == (first_command,)
+    assert asked.events == (Event.CANCELLATION_REQUESTED,)
+    assert asked.state.status == "pending"  # a pending order stays pending until cancelled
+    rest = [Trigger.STOCK_RELEASED]
+    if first_command is Command.CANCEL_PAYMENT:
+        rest.insert(0, Trigger.PAYMENT_RETURNED)
+    done = run(*rest, state=asked.state)
+    assert done.state.status == "cancelled"
+    assert done.state.cancel_reason == reason
+
+
+def test_cancelling_a_confirmed_order_refunds_then_restocks() -> None:
+    asked = run(Trigger.CANCEL_BY_USER, state=at(Step.CONFIRMED))
+    assert asked.state.status == "cancelling"
+    assert asked.commands == (Command.CANCEL_PAYMENT,)
+    refunded = run(Trigger.PAYMENT_RETURNED, state=asked.state)
+    assert refunded.state.status == "cancelling"
+    assert refunded.commands == (Command.RELEASE_STOCK,)
+    done = run(Trigger.STOCK_RELEASED, state=refunded.state)
+    assert done.state.status == "cancelled"
+    assert done.state.cancel_reason == "user_request"
+    assert done.events == (Event.CANCELLED,)
+
+
+@pytest.mark.parametrize("step", [Step.REFUNDING, Step.RELEASING, Step.CANCELLED])
+@pytest.mark.parametrize("trigger", CANCELS)
+def test_a_cancel_request_during_or_after_compensation_changes_nothing(
+    step: Step, trigger: Trigger
+) -> None:
+    assert decide(at(step), trigger, TIMINGS) is None
+
+
+def test_a_failed_charge_being_cancelled_needs_no_refund() -> None:
+    refunding = at(Step.REFUNDING)
+    assert run(Trigger.PAYMENT_FAILED, state=refunding).state.step is Step.RELEASING
+
+
+@pytest.mark.parametrize("step", list(Step))
+@pytest.mark.parametrize("trigger", ANSWERS)
+def test_only_the_answer_a_step_waits_for_moves_it(step: Step, trigger: Trigger) -> None:
+    """Late and duplicate answers (for a step already left) change nothing."""
+    expected = {
+        Step.RESERVING: {Trigger.STOCK_RESERVED, Trigger.STOCK_REFUSED, *CANCELS},
+        Step.CHARGING: {
+            Trigger.PAYMENT_SUCCEEDED,
+            Trigger.PAYMENT_DECLINED,
+            Trigger.PAYMENT_FAILED,
+            *CANCELS,
+        },
+        Step.COMMITTING: {Trigger.STOCK_COMMITTED, *CANCELS},
+        Step.CONFIRMED: set(CANCELS),
+        Step.REFUNDING: {
+            Trigger.PAYMENT_RETURNED,
+            Trigger.PAYMENT_FAILED,
+            Trigger.PAYMENT_DECLINED,
+        },
+        Step.RELEASING: {Trigger.STOCK_RELEASED},
+        Step.CANCELLED: set(),
+    }
+    moved = decide(at(step), trigger, TIMINGS)
+    assert (moved is not None) == (trigger in expected[step])
+
+
+@pytest.mark.parametrize(
+    "step", [Step.RESERVING, Step.CHARGING, Step.COMMITTING, Step.REFUNDING, Step.RELEASING]
+)
+def test_a_step_past_its_deadline_sends_its_command_again_until_its_last_try(
+    step: Step,
+) -> None:
+    state = at(step)
+    assert state.attempts == 1
+    for attempt in range(2, TIMINGS[step].attempts + 1):
+        again = decide(state, Trigger.DEADLINE_PASSED, TIMINGS)
+        assert again is not None
+        assert again.state.step is step
+        assert again.state.attempts == attempt
+        assert again.commands == (saga.STEP_COMMAND[step],)
+        assert again.events == (Event.STEP_TIMED_OUT,)
+        assert again.deadline_seconds == TIMINGS[step].deadline_seconds
+        state = again.state
+    last = decide(state, Trigger.DEADLINE_PASSED, TIMINGS)
+    assert last is not None
+    assert last.state.step is not step
+
+
+@pytest.mark.parametrize(
+    ("step", "then", "command"),
+    [
+        (Step.RESERVING, Step.RELEASING, Command.RELEASE_STOCK),
+        # The charge may have gone through after all: cancel (void or refund) it.
+        (Step.CHARGING, Step.REFUNDING, Command.CANCEL_PAYMENT),
+        (Step.COMMITTING, Step.REFUNDING, Command.CANCEL_PAYMENT),
+    ],
+)
+def test_a_forward_step_out_of_tries_compensates_with_reason_timeout(
+    step: Step, then: Step, command: Command
+) -> None:
+    state = replace(at(step), attempts=TIMINGS[step].attempts)
+    timed_out = decide(state, Trigger.DEADLINE_PASSED, TIMINGS)
+    assert timed_out is not None
+    assert timed_out.state.step is then
+    assert timed_out.commands == (command,)
+    assert timed_out.state.cancel_reason == "timeout"
+
+
+def test_compensation_out_of_tries_still_ends_cancelled_with_the_first_reason() -> None:
+    state = run(Trigger.CANCEL_BY_SUPPORT, state=at(Step.CONFIRMED)).state
+    for _ in range(TIMINGS[Step.REFUNDING].attempts + TIMINGS[Step.RELEASING].attempts):
+        moved = decide(state, Trigger.DEADLINE_PASSED, TIMINGS)
+        assert moved is not None
+        state = moved.state
+    assert state.step is Step.CANCELLED
+    assert state.cancel_reason == "support_action"
+    assert decide(state, Trigger.DEADLINE_PASSED, TIMINGS) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(list(Trigger)), max_size=30))
+def test_any_history_ends_confirmed_or_cancelled_by_deadlines_alone(
+    triggers: list[Trigger],
+) -> None:
+    """Whatever arrives (or not), deadlines alone finish the saga, within its tries, and
+    the ends are consistent: confirmed only after a commit, cancelled always with a reason."""
+    state = saga.start(TIMINGS).state
+    committed = False
+    for trigger in triggers:
+        moved = decide(state, trigger, TIMINGS)
+        if moved is not None:
+            committed |= moved.state.step is Step.CONFIRMED and trigger is Trigger.STOCK_COMMITTED
+            state = moved.state
+    budget = sum(timing.attempts for timing in TIMINGS.values())
+    for _ in range(budget):
+        moved = decide(state, Trigger.DEADLINE_PASSED, TIMINGS)
+        if moved is None:
+            break
+        state = moved.state
+    assert state.step in saga.TERMINAL
+    if state.step is Step.CONFIRMED:
+        assert committed and state.status == "confirmed" and state.cancel_reason is None
+    else:
+        assert state.status == "cancelled" and state.cancel_reason is not None
+
+
+def test_the_default_charge_step_outwaits_a_lost_provider_answer() -> None:
+    """A payment stays processing 30 s and more while payments asks the provider: the
+    charge step keeps asking for two to three minutes before it gives up."""
+    charging = OrdersSettings().saga_timings()[Step.CHARGING]
+    assert 120 <= charging.deadline_seconds * charging.attempts <= 240
+    assert charging.attempts >= 3
+
+
+def test_a_stock_hold_shorter_than_the_saga_is_refused() -> None:
+    with pytest.raises(ValidationError, match="reservation_hold_seconds"):
+        OrdersSettings(reservation_hold_seconds=60)
