@@ -1,4 +1,5 @@
-"""The one command line: ``bazaar up``, ``serve``, ``migrate``, ``users``, ``auth``, ``dev``.
+"""The one command line: ``bazaar up``, ``serve``, ``migrate``, ``users``, ``auth``, ``support``,
+``dev``.
 
 Every command is a thin shell over :mod:`bazaar.stack`; heavy imports happen inside
 the commands so that ``python -m bazaar serve <service>`` starts fast.
@@ -39,9 +40,11 @@ app = typer.Typer(
 )
 users_app = typer.Typer(help="Manage users directly in auth's database.", no_args_is_help=True)
 auth_app = typer.Typer(help="Administer the auth service.", no_args_is_help=True)
+support_app = typer.Typer(help="Operate the support service.", no_args_is_help=True)
 dev_app = typer.Typer(help="Developer tools.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
 app.add_typer(auth_app, name="auth")
+app.add_typer(support_app, name="support")
 app.add_typer(dev_app, name="dev")
 
 err_console = Console(stderr=True, highlight=False)
@@ -441,6 +444,81 @@ async def _rotate_keys(database_url: str | None, data_dir: Path | None) -> Any:
 
     async with _auth_database(database_url, data_dir) as url:
         return await rotate_signing_key(url)
+
+
+# --- bazaar support ----------------------------------------------------------------------
+
+
+@support_app.command("replay")
+def support_replay(
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            envvar="BAZAAR_SUPPORT_DATABASE_URL",
+            help="Support's database [env: BAZAAR_SUPPORT_DATABASE_URL]; the broker is "
+            "BAZAAR_KAFKA_BOOTSTRAP_SERVERS.",
+            show_default=False,
+        ),
+    ] = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Rebuild support's history from what the topics still hold.
+
+    Empties the history, then reads every topic from its earliest offset in a fresh
+    consumer group; support actions are kept.
+    """
+    _configure_logging()
+    result = _run(_support_replay(database_url, data_dir))
+    err_console.print(
+        f"[green]✓[/] history rebuilt: {result.recorded} events recorded from "
+        f"{result.read} messages in {result.partitions} partitions"
+    )
+
+
+async def _support_replay(database_url: str | None, data_dir: Path | None) -> Any:
+    import json
+
+    from bazaar.kit.config import PlatformSettings
+    from bazaar.kit.db import async_url, create_engine, create_session_factory
+    from bazaar.stack.datadir import (
+        EMBEDDED_DATABASE_PREFIX,
+        STATE_FILE,
+        database_name,
+        default_data_dir,
+        embedded_server,
+    )
+    from bazaar.support.replay import replay_history
+    from bazaar.support.settings import SupportSettings
+
+    async def replay(url: URL, platform: PlatformSettings) -> Any:
+        settings = SupportSettings()
+        engine = create_engine(url, pooled=False)
+        try:
+            return await replay_history(
+                create_session_factory(engine),
+                platform,
+                group=settings.consumer_group,
+                batch_size=settings.ingest_batch_size,
+            )
+        finally:
+            await engine.dispose()
+
+    if database_url and data_dir is None:
+        return await replay(async_url(database_url), PlatformSettings())
+    # A running `bazaar up`: its embedded broker lives only as long as it does.
+    data_dir = data_dir or default_data_dir()
+    state_file = data_dir / STATE_FILE
+    if not state_file.exists():
+        raise CliError(
+            f"no running `bazaar up` in {data_dir.resolve()} (its broker holds the topics); "
+            "or set BAZAAR_SUPPORT_DATABASE_URL and BAZAAR_KAFKA_BOOTSTRAP_SERVERS"
+        )
+    bootstrap = json.loads(state_file.read_text()).get("bootstrap_servers")
+    platform = PlatformSettings(kafka_bootstrap_servers=bootstrap)
+    async with embedded_server(data_dir) as admin_url:
+        name = database_name(EMBEDDED_DATABASE_PREFIX, "support")
+        return await replay(admin_url.set(database=name), platform)
 
 
 # --- bazaar dev --------------------------------------------------------------------------

@@ -79,3 +79,14 @@ class OrderSagaStepTimedOut(OrderEvent):
 
     step: str
     attempt: int
+
+
+class OrderRetried(OrderEvent):
+    """Support asked the saga to try again: ``restarted`` when a cancelled order started
+    over (new reservation, new payment), else the pending step was sent again."""
+
+    TYPE = "bazaar.orders.order.retried"
+
+    requested_by: str
+    restarted: bool
+    step: str

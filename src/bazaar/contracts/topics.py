@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bazaar.contracts import auctions, auth, catalog, orders, payments
+from bazaar.contracts import auctions, auth, catalog, orders, payments, support
 
 DEAD_LETTER = "bazaar.dead-letter"
 
@@ -14,5 +14,6 @@ ALL_TOPICS: tuple[str, ...] = (
     payments.TOPIC,
     payments.COMMANDS_TOPIC,
     auctions.TOPIC,
+    support.TOPIC,
     DEAD_LETTER,
 )

@@ -36,6 +36,9 @@ class PlatformSettings(BaseSettings):
     kafka_topic_partitions: int = 4
     # Prepended to every topic name: lets several deployments (or test runs) share a cluster.
     topic_prefix: str = ""
+    # Fault injection for tests of the platform's guarantees: every message is sent this
+    # many times (consumers must absorb the copies). Never above 1 in production.
+    chaos_duplicate_deliveries: int = 1
     auth_issuer: str = "https://bazaar.local/auth"
     auth_audience: str = "bazaar"
     # Where services fetch the signing keys; the gateway reaches auth directly instead.

@@ -26,6 +26,7 @@ Lister = Annotated[Principal, Depends(require_roles("customer", "support", "admi
 # Services read and cancel orders for the support desk (the gateway allows them too).
 Reader = Annotated[Principal, Depends(require_roles("customer", "support", "admin", "service"))]
 Seller = Annotated[Principal, Depends(require_roles("seller"))]
+Staff = Annotated[Principal, Depends(require_roles("support", "admin", "service"))]
 
 
 def _saga_policy(request: Request) -> SagaPolicy:
@@ -104,5 +105,18 @@ async def cancel_order(
     ``cancelling``, is refunded and its stock returned, then ``cancelled``. 409
     ``order_not_cancellable`` once it is cancelled."""
     return await service.request_cancellation(
+        session, caller, order_id, policy=policy, now=datetime.now(UTC)
+    )
+
+
+@router.post("/{order_id}/retry", response_model=OrderRead, status_code=status.HTTP_202_ACCEPTED)
+async def retry_order(
+    order_id: uuid.UUID, caller: Staff, session: DbSession, policy: Policy
+) -> OrderRead:
+    """Support's corrective action: a pending order's current step is sent again now; an
+    order the platform cancelled (``out_of_stock``, ``payment_declined``,
+    ``payment_failed``, ``timeout``) starts over, pending, with a new payment. 409
+    ``order_not_retryable`` for a confirmed order or one a person cancelled."""
+    return await service.retry_order(
         session, caller, order_id, policy=policy, now=datetime.now(UTC)
     )

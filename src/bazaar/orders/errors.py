@@ -32,6 +32,11 @@ class OrderNotCancellable(Conflict):
     title = "The order is already cancelled"
 
 
+class OrderNotRetryable(Conflict):
+    code = "order_not_retryable"
+    title = "Only a pending order, or one the platform cancelled, can be retried"
+
+
 class CatalogUnavailable(ServiceUnavailable):
     code = "catalog_unavailable"
     title = "The catalog could not price the order; try again"

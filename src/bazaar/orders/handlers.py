@@ -26,10 +26,13 @@ from bazaar.orders.service import SagaPolicy
 
 @dataclass(frozen=True, slots=True)
 class SagaAnswer:
-    order_id: uuid.UUID
+    """An answer to the saga: payment answers name the order (and the payment asked for);
+    stock answers name the reservation of the saga's current round."""
+
     trigger: Trigger
-    # For payment answers: the saga only takes answers about the payment it asked for.
+    order_id: uuid.UUID | None = None
     payment_id: uuid.UUID | None = None
+    reservation_id: uuid.UUID | None = None
 
 
 Reader = Callable[[Envelope], SagaAnswer | None]
@@ -44,7 +47,7 @@ StockAnswer = (
 def _stock(trigger: Trigger, message: type[StockAnswer]) -> Reader:
     def read(envelope: Envelope) -> SagaAnswer:
         answer = message.model_validate(envelope.data)
-        return SagaAnswer(answer.reservation_id, trigger)
+        return SagaAnswer(trigger, reservation_id=answer.reservation_id)
 
     return read
 
@@ -56,7 +59,7 @@ def _payment(
         outcome = message.model_validate(envelope.data)
         if outcome.reference_type != "order":
             return None
-        return SagaAnswer(outcome.reference_id, trigger(outcome), outcome.payment_id)
+        return SagaAnswer(trigger(outcome), outcome.reference_id, outcome.payment_id)
 
     return read
 
@@ -95,11 +98,12 @@ def handlers(policy: SagaPolicy) -> dict[str, Handler]:
             if answer is not None:
                 await service.advance_saga(
                     session,
-                    answer.order_id,
                     answer.trigger,
+                    order_id=answer.order_id,
+                    reservation_id=answer.reservation_id,
+                    payment_id=answer.payment_id,
                     policy=policy,
                     now=datetime.now(UTC),
-                    payment_id=answer.payment_id,
                 )
 
         return handle

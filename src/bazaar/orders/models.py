@@ -48,6 +48,11 @@ class Order(Base):
     payment_id: Mapped[uuid.UUID | None] = mapped_column(
         UUID(as_uuid=True), nullable=True, unique=True
     )
+    # The catalog reservation of the saga's current round: the order's id at first, a new
+    # id each time support starts a cancelled order over (so old answers cannot match).
+    reservation_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), nullable=False, unique=True
+    )
     saga_step: Mapped[str] = mapped_column(String(16), nullable=False)
     step_attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     step_deadline: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

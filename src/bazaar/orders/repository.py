@@ -28,6 +28,16 @@ async def get_order(
     return (await session.execute(statement)).scalar_one_or_none()
 
 
+async def get_order_by_reservation(
+    session: AsyncSession, reservation_id: uuid.UUID
+) -> Order | None:
+    """The order whose current saga round holds ``reservation_id``, locked."""
+    statement = (
+        select(Order).where(Order.reservation_id == reservation_id).with_for_update(of=Order)
+    )
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
 async def list_orders(
     session: AsyncSession,
     *,

@@ -66,6 +66,8 @@ class Trigger(StrEnum):
     CANCEL_BY_USER = "cancel_by_user"
     CANCEL_BY_SUPPORT = "cancel_by_support"
     DEADLINE_PASSED = "deadline_passed"
+    # Support asks the saga to try again (``POST /api/orders/{id}/retry``).
+    RETRY = "retry"
 
 
 class Command(StrEnum):
@@ -94,6 +96,12 @@ STEP_COMMAND: Mapping[Step, Command] = {
     Step.REFUNDING: Command.CANCEL_PAYMENT,
     Step.RELEASING: Command.RELEASE_STOCK,
 }
+
+# Cancelled orders support may start again: the platform gave up, not a person.
+RETRYABLE_REASONS: frozenset[str] = frozenset(
+    {"out_of_stock", "payment_declined", "payment_failed", "timeout"}
+)
+FORWARD: frozenset[Step] = frozenset({Step.RESERVING, Step.CHARGING, Step.COMMITTING})
 
 # Payment failure codes that are the buyer's card saying no (else: payment_failed).
 DECLINE_CODES: frozenset[str] = frozenset({"card_declined", "insufficient_funds", "expired_card"})
@@ -199,6 +207,8 @@ def decide(state: SagaState, trigger: Trigger, timings: SagaTimings) -> Decision
     """What ``trigger`` does to a saga in ``state``; ``None``: nothing (ignore it)."""
     if trigger is Trigger.DEADLINE_PASSED:
         return _on_deadline(state, timings)
+    if trigger is Trigger.RETRY:
+        return _on_retry(state, timings)
     transition = TRANSITIONS.get((state.step, trigger))
     if transition is None:
         return None
@@ -218,6 +228,22 @@ def _on_deadline(state: SagaState, timings: SagaTimings) -> Decision | None:
             deadline_seconds=timing.deadline_seconds,
         )
     return _enter(state, ON_LAST_DEADLINE[state.step], timings, ())
+
+
+def _on_retry(state: SagaState, timings: SagaTimings) -> Decision | None:
+    """A pending order's current step is sent again now, with all its tries back; an order
+    the platform cancelled (no stock, the payment failed, a step timed out) starts over
+    from reserving, with a new reservation and a new payment. Anything else: ``None``."""
+    if state.step in FORWARD:
+        return Decision(
+            state=replace(state, attempts=1),
+            commands=(STEP_COMMAND[state.step],),
+            deadline_seconds=timings[state.step].deadline_seconds,
+        )
+    if state.step is Step.CANCELLED and state.cancel_reason in RETRYABLE_REASONS:
+        fresh = SagaState(Step.RESERVING, "pending")
+        return _enter(fresh, Transition(Step.RESERVING), timings, ())
+    return None
 
 
 def _enter(

@@ -33,6 +33,7 @@ from bazaar.orders.errors import (
     MixedCurrencies,
     OrderNotCancellable,
     OrderNotFound,
+    OrderNotRetryable,
     PaymentMethodInvalid,
 )
 from bazaar.orders.lookups import CatalogItem, Lookups
@@ -119,6 +120,7 @@ async def create_order(
         total=sum(line.line_total for line in lines),
         currency=items[data.items[0].item_id].currency,
         payment_method_id=data.payment_method_id,
+        reservation_id=order_id,
         saga_step=start.state.step.value,
         step_attempts=0,
         created_at=now,
@@ -262,6 +264,43 @@ async def request_cancellation(
     return order_read(order)
 
 
+async def retry_order(
+    session: AsyncSession,
+    caller: Principal,
+    order_id: uuid.UUID,
+    *,
+    policy: SagaPolicy,
+    now: datetime,
+) -> OrderRead:
+    """Support's "try again": a pending order's current step is sent again now with all
+    its tries back; an order the platform cancelled (out of stock, payment declined or
+    failed, timed out) starts over with a new reservation and a new payment. A confirmed
+    order, or one a person cancelled, is not retried (409 ``order_not_retryable``)."""
+    order = await _visible_order(session, caller, order_id, for_update=True)
+    decision = saga.decide(saga_state(order), Trigger.RETRY, policy.timings)
+    if decision is None:
+        raise OrderNotRetryable()
+    restarted = order.saga_step == Step.CANCELLED
+    if restarted:
+        order.reservation_id = uuid.uuid4()
+        order.payment_id = None
+        order.status_reason = None
+    await _apply(
+        session, order, decision, Trigger.RETRY.value, policy=policy, now=now, actor=caller
+    )
+    await _publish(
+        session,
+        order,
+        orders_contract.OrderRetried(
+            **_event_fields(order, now),
+            requested_by=caller.subject,
+            restarted=restarted,
+            step=order.saga_step,
+        ),
+    )
+    return order_read(order)
+
+
 async def _visible_order(
     session: AsyncSession, caller: Principal, order_id: uuid.UUID, *, for_update: bool = False
 ) -> Order:
@@ -312,20 +351,32 @@ def _cursor_part(parse: Callable[[str], T], value: object) -> T:
 
 async def advance_saga(
     session: AsyncSession,
-    order_id: uuid.UUID,
     trigger: Trigger,
     *,
     policy: SagaPolicy,
     now: datetime,
+    order_id: uuid.UUID | None = None,
+    reservation_id: uuid.UUID | None = None,
     payment_id: uuid.UUID | None = None,
 ) -> bool:
-    """Apply an answer from catalog or payments to the order's saga. An answer the saga's
-    current step does not wait for (late, duplicate, about another payment) changes
-    nothing; returns whether the saga moved."""
-    order = await repository.get_order(session, order_id, for_update=True)
+    """Apply an answer from catalog (by ``reservation_id``) or payments (by ``order_id``)
+    to the order's saga. An answer the saga's current step does not wait for (late,
+    duplicate, about another payment or an earlier round's reservation) changes nothing;
+    returns whether the saga moved."""
+    if reservation_id is not None:
+        order = await repository.get_order_by_reservation(session, reservation_id)
+    else:
+        assert order_id is not None, "an answer names its order or its reservation"
+        order = await repository.get_order(session, order_id, for_update=True)
     if order is None:
-        log.warning("saga_answer_for_unknown_order", order_id=str(order_id), trigger=trigger)
+        log.warning(
+            "saga_answer_for_unknown_order",
+            order_id=str(order_id),
+            reservation_id=str(reservation_id),
+            trigger=trigger,
+        )
         return False
+    order_id = order.id
     if payment_id is not None and order.payment_id != payment_id:
         log.info("saga_answer_for_other_payment", order_id=str(order_id), trigger=trigger)
         return False
@@ -420,7 +471,7 @@ def _command(order: Order, command: Command, policy: SagaPolicy) -> Message:
     match command:
         case Command.RESERVE_STOCK:
             return catalog_contract.ReserveStock(
-                reservation_id=order.id,
+                reservation_id=order.reservation_id,
                 lines=[
                     catalog_contract.StockLine(item_id=line.item_id, quantity=line.quantity)
                     for line in order.lines
@@ -439,12 +490,12 @@ def _command(order: Order, command: Command, policy: SagaPolicy) -> Message:
                 reference_id=order.id,
             )
         case Command.COMMIT_STOCK:
-            return catalog_contract.CommitStock(reservation_id=order.id)
+            return catalog_contract.CommitStock(reservation_id=order.reservation_id)
         case Command.CANCEL_PAYMENT:
             assert order.payment_id is not None
             return payments_contract.CancelPayment(payment_id=order.payment_id, reason=reason)
         case Command.RELEASE_STOCK:
-            return catalog_contract.ReleaseStock(reservation_id=order.id, reason=reason)
+            return catalog_contract.ReleaseStock(reservation_id=order.reservation_id, reason=reason)
 
 
 def _event(order: Order, event: Event, now: datetime, actor: Principal | None) -> Message:

@@ -268,3 +268,50 @@ async def test_every_order_ends_by_itself_when_nobody_answers(open_market: OpenM
     assert market.count(catalog_contract.ReserveStock, order["id"]) == 3
     assert market.count(catalog_contract.ReleaseStock, order["id"]) == 2
     assert market.count(orders_contract.OrderSagaStepTimedOut, order["id"]) == 3
+
+
+async def test_support_retries_an_order_cancelled_out_of_stock_once_stock_is_back(
+    market: Market,
+) -> None:
+    _, headers, method = market.buyer()
+    item = await market.new_item(stock=1)
+    order = await market.place(headers, method, (item, 2))
+    assert (await market.settled(order["id"], "cancelled"))["status_reason"] == "out_of_stock"
+    assert market.catalog is not None
+    restock = await market.catalog.patch(
+        f"/api/catalog/items/{item}",
+        json={"stock": 5},
+        headers=market.issuer.headers(market.seller_id, ["seller"]),
+    )
+    assert restock.status_code == 200
+
+    support = market.headers(None, "support")
+    retried = await market.orders.post(f"{ORDERS}/{order['id']}/retry", headers=support)
+    assert retried.status_code == 202, retried.text
+    assert retried.json()["status"] == "pending"
+    assert retried.json()["status_reason"] is None
+    [first, second] = await market.sent(catalog_contract.ReserveStock, order["id"], count=2)
+    assert first.data["reservation_id"] == order["id"]
+    assert second.data["reservation_id"] != order["id"]
+
+    charge = await market.charge(order["id"])
+    await market.pay(charge)
+    confirmed = await market.settled(order["id"], "confirmed")
+    assert confirmed["payment_id"] == str(charge.payment_id)
+    assert await market.stock_of(item) == 3
+    [retry_event] = await market.sent(orders_contract.OrderRetried, order["id"])
+    assert retry_event.data["restarted"] is True
+
+
+async def test_a_confirmed_order_or_one_a_person_cancelled_is_not_retried(market: Market) -> None:
+    _, headers, method = market.buyer()
+    item = await market.new_item(stock=5)
+    order = await market.place(headers, method, (item, 1))
+    await market.pay(await market.charge(order["id"]))
+    await market.settled(order["id"], "confirmed")
+    support = market.headers(None, "support")
+    refused = await market.orders.post(f"{ORDERS}/{order['id']}/retry", headers=support)
+    assert refused.status_code == 409
+    assert refused.json()["code"] == "order_not_retryable"
+    by_customer = await market.orders.post(f"{ORDERS}/{order['id']}/retry", headers=headers)
+    assert by_customer.status_code == 403

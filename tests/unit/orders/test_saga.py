@@ -29,7 +29,7 @@ TIMINGS: saga.SagaTimings = {
     Step.REFUNDING: StepTiming(30, 4),
     Step.RELEASING: StepTiming(10, 2),
 }
-ANSWERS = [t for t in Trigger if t is not Trigger.DEADLINE_PASSED]
+ANSWERS = [t for t in Trigger if t not in (Trigger.DEADLINE_PASSED, Trigger.RETRY)]
 CANCELS = (Trigger.CANCEL_BY_USER, Trigger.CANCEL_BY_SUPPORT)
 
 
@@ -286,3 +286,39 @@ def test_the_default_charge_step_outwaits_a_lost_provider_answer() -> None:
 def test_a_stock_hold_shorter_than_the_saga_is_refused() -> None:
     with pytest.raises(ValidationError, match="reservation_hold_seconds"):
         OrdersSettings(reservation_hold_seconds=60)
+
+
+@pytest.mark.parametrize("step", [Step.RESERVING, Step.CHARGING, Step.COMMITTING])
+def test_a_retry_sends_the_pending_step_again_with_its_tries_back(step: Step) -> None:
+    tired = replace(at(step), attempts=TIMINGS[step].attempts)
+    retried = decide(tired, Trigger.RETRY, TIMINGS)
+    assert retried is not None
+    assert retried.state.step is step
+    assert retried.state.attempts == 1
+    assert retried.commands == (saga.STEP_COMMAND[step],)
+    assert retried.deadline_seconds == TIMINGS[step].deadline_seconds
+
+
+@pytest.mark.parametrize(
+    "reason", ["out_of_stock", "payment_declined", "payment_failed", "timeout"]
+)
+def test_a_retry_starts_an_order_the_platform_cancelled_over(reason: str) -> None:
+    cancelled = SagaState(Step.CANCELLED, "cancelled", cancel_reason=reason, charge_requested=True)  # type: ignore[arg-type]
+    retried = decide(cancelled, Trigger.RETRY, TIMINGS)
+    assert retried is not None
+    assert retried.state == SagaState(Step.RESERVING, "pending", attempts=1)
+    assert retried.commands == (saga.Command.RESERVE_STOCK,)
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        SagaState(Step.CONFIRMED, "confirmed", charge_requested=True),
+        SagaState(Step.CANCELLED, "cancelled", cancel_reason="user_request"),
+        SagaState(Step.CANCELLED, "cancelled", cancel_reason="support_action"),
+        SagaState(Step.REFUNDING, "cancelling", attempts=1, cancel_reason="user_request"),
+        SagaState(Step.RELEASING, "pending", attempts=1, cancel_reason="payment_declined"),
+    ],
+)
+def test_nothing_else_is_retried(state: SagaState) -> None:
+    assert decide(state, Trigger.RETRY, TIMINGS) is None

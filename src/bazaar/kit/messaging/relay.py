@@ -117,6 +117,7 @@ class OutboxRelay:
         while True:
             producer = await self._ensure_producer()
             try:
+                copies = max(1, self._settings.chaos_duplicate_deliveries)
                 pending = [
                     await producer.send(
                         topic_name(self._settings, row["topic"]),
@@ -124,6 +125,7 @@ class OutboxRelay:
                         key=row["key"].encode() if row["key"] else None,
                     )
                     for row in rows
+                    for _ in range(copies)
                 ]
                 await asyncio.gather(*pending)
                 for row in rows:
