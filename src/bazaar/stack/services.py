@@ -69,7 +69,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("orders", 8103),
     # ServiceSpec("payments", 8104, env=MappingProxyType({"PSP_URL": "{psp_url}"})),
     # ServiceSpec("auctions", 8105),
-    # ServiceSpec("support", 8106),
+    ServiceSpec("support", 8106),
 )
 
 PSP_SANDBOX = ServiceSpec(
