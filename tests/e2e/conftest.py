@@ -120,6 +120,9 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
         env={
             "BAZAAR_BOOTSTRAP_ADMIN_EMAIL": ADMIN_EMAIL,
             "BAZAAR_BOOTSTRAP_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            # The sandbox's late-answer card: longer than payments' provider deadline (5 s),
+            # short enough for a test run.
+            "BAZAAR_PSP_SANDBOX_SLOW_CARD_DELAY_SECONDS": "8",
         },
         output=ConsoleOutput() if os.environ.get("BAZAAR_E2E_LOGS") else QuietOutput(),
     )

@@ -67,7 +67,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("catalog", 8102),
     # Uncomment as each service's app lands:
     ServiceSpec("orders", 8103),
-    # ServiceSpec("payments", 8104, env=MappingProxyType({"PSP_URL": "{psp_url}"})),
+    ServiceSpec("payments", 8104, env=MappingProxyType({"PSP_URL": "{psp_url}"})),
     # ServiceSpec("auctions", 8105),
     ServiceSpec("support", 8106),
 )

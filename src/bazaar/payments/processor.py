@@ -1,0 +1,500 @@
+"""The payment processor: the one place that talks to the provider about payments.
+
+Work is done in rounds on one claimed payment, and no database transaction is open
+while the provider is called:
+
+1. claim (a short transaction, ``FOR UPDATE SKIP LOCKED``): the payment is reserved
+   for this replica until its lease ends, then commit;
+2. record that the charge is being sent (``processing``), commit;
+3. call the provider with the payment's idempotency key (``pay-<id>``, or
+   ``refund-<id>``), retrying transient failures with the same key;
+4. record the attempt and the outcome, with its outbox event, in a new transaction,
+   and release the claim.
+
+A payment whose charge may have been sent (``processing``) is never charged again
+blindly: the round first asks the provider for the charge under its key, and sends
+the same charge again only if the provider has none (the provider waits for a call
+with that key in flight before answering). A replica that dies anywhere in between
+leaves a claim that expires; the next round, on any replica, picks the work up.
+
+The background loop (:meth:`PaymentProcessor.run`) is the reconciler: it wakes on
+``NOTIFY`` when a payment becomes due and polls besides, for rechecks and expired
+claims. HTTP requests run a new payment's first round themselves (:meth:`carry_out`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bazaar.kit.db import asyncpg_dsn, transaction
+from bazaar.kit.errors import IdempotencyKeyReused
+from bazaar.kit.idempotency import request_fingerprint
+from bazaar.kit.logging import get_logger
+from bazaar.kit.requestcontext import current_correlation_id
+from bazaar.kit.tokens import Principal
+from bazaar.payments import repository, service
+from bazaar.payments.errors import PaymentNotFound
+from bazaar.payments.models import AttemptKind, FailureCode, Payment, PaymentAttempt, PaymentStatus
+from bazaar.payments.provider import (
+    CallOutcome,
+    ProviderAnswer,
+    ProviderCharge,
+    ProviderClient,
+    charge_key,
+    refund_key,
+)
+from bazaar.payments.schemas import PaymentCreate
+from bazaar.payments.settings import PaymentsSettings
+
+log = get_logger(__name__)
+
+CREATE_SCOPE = "payments.create"
+# How often a request waiting for another's round looks again.
+_WAIT_INTERVAL_SECONDS = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    payment_id: uuid.UUID
+    token: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What a round needs of a payment, read in a short transaction and then let go."""
+
+    id: uuid.UUID
+    status: PaymentStatus
+    amount: int
+    currency: str
+    reference_type: str
+    reference_id: uuid.UUID
+    attempts: int
+    cancel_requested: bool
+    provider_charge_id: str | None
+    provider_token: str | None
+
+    def charge_request(self) -> dict[str, Any]:
+        """The charge's body: derived from the payment only, so every try is the same."""
+        return {
+            "amount": self.amount,
+            "currency": self.currency,
+            "description": f"Bazaar {self.reference_type} {self.reference_id}",
+            "metadata": {
+                "payment_id": str(self.id),
+                "reference_type": self.reference_type,
+                "reference_id": str(self.reference_id),
+            },
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class HttpAnswer:
+    status_code: int
+    body: Any
+    replayed: bool
+
+
+class PaymentProcessor:
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        provider: ProviderClient,
+        settings: PaymentsSettings,
+    ) -> None:
+        self._sessions = sessions
+        self._provider = provider
+        self._settings = settings
+        self._dsn = asyncpg_dsn(settings.database_url.get_secret_value())
+        self._lease = timedelta(seconds=settings.claim_lease_seconds)
+        self._wake = asyncio.Event()
+        self._running: set[asyncio.Task[None]] = set()
+
+    # --- the reconciler loop ---------------------------------------------------------
+
+    async def run(self) -> None:
+        """Take due payments until cancelled, at most ``processor_batch_size`` at once."""
+        listener = asyncio.create_task(self._listen(), name="payments:due-listener")
+        backoff = 0.2
+        try:
+            while True:
+                self._wake.clear()
+                free = self._settings.processor_batch_size - len(self._running)
+                try:
+                    claims = await self._claim(limit=free) if free > 0 else []
+                    backoff = 0.2
+                except (SQLAlchemyError, OSError) as exc:
+                    log.warning("payment_claim_failed", error=repr(exc), retry_in=backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                for claim in claims:
+                    task = asyncio.create_task(self._work(claim))
+                    self._running.add(task)
+                    task.add_done_callback(self._round_done)
+                if claims and len(claims) == free:
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._settings.processor_poll_seconds):
+                        await self._wake.wait()
+        finally:
+            listener.cancel()
+            for task in list(self._running):
+                task.cancel()
+            await asyncio.gather(listener, *self._running, return_exceptions=True)
+
+    def _round_done(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._wake.set()
+
+    async def _listen(self) -> None:
+        """Wake the loop on ``NOTIFY`` (a payment became due); reconnect when cut off."""
+        backoff = 0.2
+        while True:
+            try:
+                connection = await asyncpg.connect(self._dsn)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("payments_listener_unavailable", error=repr(exc))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.2
+            try:
+                await self._listen_on(connection)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("payments_listener_lost", error=repr(exc))
+            finally:
+                with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                    await connection.close(timeout=1)
+
+    async def _listen_on(self, connection: asyncpg.Connection) -> None:
+        """Listen until the connection ends."""
+        closed = asyncio.Event()
+        connection.add_termination_listener(lambda _: closed.set())
+        await connection.add_listener(repository.DUE_CHANNEL, lambda *_: self._wake.set())
+        self._wake.set()  # whatever became due while nobody listened
+        await closed.wait()
+
+    async def _claim(self, limit: int, payment_id: uuid.UUID | None = None) -> list[Claim]:
+        token = uuid.uuid4()
+        async with transaction(self._sessions) as session:
+            ids = await repository.claim_due(
+                session, token=token, lease=self._lease, limit=limit, payment_id=payment_id
+            )
+        return [Claim(payment_id, token) for payment_id in ids]
+
+    # --- one payment's work ----------------------------------------------------------
+
+    async def _work(self, claim: Claim) -> None:
+        """Rounds on one claimed payment until nothing is due now, within the lease."""
+        try:
+            async with asyncio.timeout(self._settings.round_deadline_seconds()):
+                while await self._round(claim):
+                    pass
+        except TimeoutError:
+            # A call may have been in flight when the round was cut off: its outcome is
+            # unknown, and the next round asks the provider before doing anything.
+            log.warning("payment_round_cut_off", payment_id=str(claim.payment_id))
+            with contextlib.suppress(SQLAlchemyError, OSError):
+                await self._reschedule(claim, unknown=True)
+        except (SQLAlchemyError, OSError) as exc:
+            # The claim expires by itself; the next round starts over from the database.
+            log.warning("payment_round_failed", payment_id=str(claim.payment_id), error=repr(exc))
+        except Exception as exc:  # a bug in one round must not stop the others
+            log.exception(
+                "payment_round_crashed", payment_id=str(claim.payment_id), error=repr(exc)
+            )
+            with contextlib.suppress(SQLAlchemyError, OSError):
+                await self._reschedule(claim, unknown=False)
+
+    async def _round(self, claim: Claim) -> bool:
+        """One step of work; True when more is due at once (a refund after a charge)."""
+        snapshot = await self._snapshot(claim)
+        if snapshot is None:
+            return False
+        if snapshot.status in (PaymentStatus.PENDING, PaymentStatus.PROCESSING):
+            return await self._charge_round(claim, snapshot)
+        if snapshot.status is PaymentStatus.SUCCEEDED and snapshot.cancel_requested:
+            await self._refund_round(claim, snapshot)
+            return False
+        await self._finish(claim, _stop_checking)
+        return False
+
+    async def _charge_round(self, claim: Claim, snapshot: Snapshot) -> bool:
+        key = charge_key(snapshot.id)
+        if snapshot.status is PaymentStatus.PROCESSING:
+            # A charge may have been sent before: ask, never send blindly.
+            found = await self._call(claim, lambda: self._provider.find_charge(key))
+            if found.charge is not None:
+                return await self._settle_charge(claim, found.charge)
+            if found.outcome is not CallOutcome.NOT_FOUND:
+                await self._reschedule(claim, unknown=False)
+                return False
+            if snapshot.cancel_requested:
+                await self._void(claim, FailureCode.CANCELLED)
+                return False
+            if snapshot.attempts >= self._settings.max_charge_rounds:
+                log.error("payment_given_up", payment_id=str(snapshot.id))
+                await self._void(claim, FailureCode.PROCESSING_ERROR)
+                return False
+        elif snapshot.cancel_requested:
+            await self._void(claim, FailureCode.CANCELLED)
+            return False
+        if snapshot.provider_token is None:
+            await self._void(claim, FailureCode.PAYMENT_METHOD_INVALID)
+            return False
+        if not await self._mark_sent(claim):
+            return True  # cancelled (or taken) meanwhile: look again
+        token = snapshot.provider_token
+        sent = await self._call(
+            claim, lambda: self._provider.charge(key, token=token, **snapshot.charge_request())
+        )
+        if sent.charge is not None:
+            return await self._settle_charge(claim, sent.charge)
+        if sent.outcome is CallOutcome.REFUSED:
+            # The provider refused the request itself: no charge exists under the key.
+            code = (
+                FailureCode.PAYMENT_METHOD_INVALID
+                if sent.error == "token_not_found"
+                else FailureCode.PROCESSING_ERROR
+            )
+            await self._void(claim, code)
+            return False
+        await self._reschedule(claim, unknown=sent.outcome is CallOutcome.UNKNOWN)
+        return False
+
+    async def _refund_round(self, claim: Claim, snapshot: Snapshot) -> None:
+        if snapshot.provider_charge_id is None:
+            log.error("refund_without_charge", payment_id=str(snapshot.id))
+            await self._finish(claim, _stop_checking)
+            return
+        charge_id = snapshot.provider_charge_id
+        answer = await self._call(
+            claim, lambda: self._provider.refund(charge_id, refund_key(snapshot.id))
+        )
+        if answer.outcome is CallOutcome.SUCCEEDED:
+            await self._finish(claim, service.record_refund)
+        elif answer.outcome is CallOutcome.REFUSED:
+            # Needs a person: the provider will not refund this charge.
+            log.error(
+                "refund_refused",
+                payment_id=str(snapshot.id),
+                charge_id=charge_id,
+                error=answer.error,
+            )
+            await self._finish(claim, _stop_checking)
+        else:
+            await self._reschedule(claim, unknown=False)
+
+    async def _call(
+        self, claim: Claim, call: Callable[[], Awaitable[ProviderAnswer]]
+    ) -> ProviderAnswer:
+        """``call`` until it gets an answer that is not transient, at most ``provider_tries``
+        times with doubling backoff; every attempt is recorded."""
+        backoff = self._settings.provider_retry_backoff_seconds
+        for attempt in range(1, self._settings.provider_tries + 1):
+            answer = await call()
+            await self._record_attempt(claim, answer)
+            if answer.outcome is not CallOutcome.TRANSIENT:
+                return answer
+            if attempt < self._settings.provider_tries:
+                await asyncio.sleep(backoff)
+                backoff *= 2
+        return answer
+
+    # --- the transactions of a round -------------------------------------------------
+
+    async def _snapshot(self, claim: Claim) -> Snapshot | None:
+        async with transaction(self._sessions) as session:
+            payment = await repository.get_payment(session, claim.payment_id)
+            if payment is None or payment.claim_token != claim.token:
+                return None
+            method = await repository.get_method(session, payment.payment_method_id)
+            return Snapshot(
+                id=payment.id,
+                status=PaymentStatus(payment.status),
+                amount=payment.amount,
+                currency=payment.currency,
+                reference_type=payment.reference_type,
+                reference_id=payment.reference_id,
+                attempts=payment.attempts,
+                cancel_requested=payment.cancel_requested,
+                provider_charge_id=payment.provider_charge_id,
+                provider_token=method.provider_token if method is not None else None,
+            )
+
+    async def _mark_sent(self, claim: Claim) -> bool:
+        """``processing`` and one more attempt, committed before the charge leaves."""
+        async with transaction(self._sessions) as session:
+            payment = await repository.get_payment(session, claim.payment_id, for_update=True)
+            if (
+                payment is None
+                or payment.claim_token != claim.token
+                or payment.cancel_requested
+                or payment.status not in (PaymentStatus.PENDING, PaymentStatus.PROCESSING)
+            ):
+                return False
+            payment.status = PaymentStatus.PROCESSING
+            payment.attempts += 1
+            payment.updated_at = service.utc_now()
+            return True
+
+    async def _record_attempt(self, claim: Claim, answer: ProviderAnswer) -> None:
+        async with transaction(self._sessions) as session:
+            await repository.add_attempt(
+                session,
+                PaymentAttempt(
+                    payment_id=claim.payment_id,
+                    kind=AttemptKind(answer.kind),
+                    idempotency_key=answer.idempotency_key,
+                    outcome=str(answer.outcome),
+                    http_status=answer.http_status,
+                    error=answer.error,
+                    duration_ms=answer.duration_ms,
+                ),
+            )
+        log.info(
+            "provider_call",
+            payment_id=str(claim.payment_id),
+            kind=answer.kind,
+            outcome=str(answer.outcome),
+            http_status=answer.http_status,
+            error=answer.error,
+            duration_ms=answer.duration_ms,
+        )
+
+    async def _settle_charge(self, claim: Claim, charge: ProviderCharge) -> bool:
+        async def record(session: AsyncSession, payment: Payment) -> None:
+            await service.record_charge(session, payment, charge)
+
+        # A cancel asked for meanwhile makes the refund due now: keep the claim for it.
+        payment = await self._finish(claim, record, keep_if_due=True)
+        return payment is not None and payment.claim_token == claim.token
+
+    async def _void(self, claim: Claim, code: FailureCode) -> None:
+        async def void(session: AsyncSession, payment: Payment) -> None:
+            await service.void_payment(session, payment, code)
+
+        await self._finish(claim, void)
+
+    async def _reschedule(self, claim: Claim, *, unknown: bool) -> None:
+        """No final answer this round: check again after a growing wait."""
+
+        async def later(session: AsyncSession, payment: Payment) -> None:
+            if unknown:
+                await service.record_unknown(session, payment)
+            payment.next_check_at = service.utc_now() + service.recheck_delay(
+                payment.rounds,
+                self._settings.recheck_first_seconds,
+                self._settings.recheck_max_seconds,
+            )
+            payment.rounds += 1
+
+        await self._finish(claim, later)
+
+    async def _finish(
+        self,
+        claim: Claim,
+        change: Callable[[AsyncSession, Payment], Awaitable[None]],
+        *,
+        keep_if_due: bool = False,
+    ) -> Payment | None:
+        """Apply ``change`` to the locked payment and release the claim, in one transaction
+        (``keep_if_due``: unless ``change`` left more work due at once, for this round)."""
+        async with transaction(self._sessions) as session:
+            payment = await repository.get_payment(session, claim.payment_id, for_update=True)
+            if payment is None:
+                return None
+            await change(session, payment)
+            due_now = payment.next_check_at is not None and payment.next_check_at <= (
+                service.utc_now()
+            )
+            if payment.claim_token == claim.token and not (keep_if_due and due_now):
+                payment.claimed_until = None
+                payment.claim_token = None
+            return payment
+
+    # --- HTTP: carry out a payment now -----------------------------------------------
+
+    async def carry_out(
+        self, caller: Principal, data: PaymentCreate, key: str | None
+    ) -> HttpAnswer:
+        """Record a payment, run its first round in this request, answer with its state.
+
+        With an Idempotency-Key, the key is claimed with the payment's id in the first
+        transaction and the answer stored in the last: a repeat (also a concurrent one)
+        finds the same payment and gets the first stored answer; the provider is called
+        for it once, under the payment's own key.
+        """
+        payment_id = uuid.uuid4()
+        fingerprint = request_fingerprint(data)
+        correlation_id = current_correlation_id.get()
+        async with transaction(self._sessions) as session:
+            earlier = None
+            if key is not None:
+                earlier = await repository.claim_idempotency_key(
+                    session,
+                    principal=caller.subject,
+                    scope=CREATE_SCOPE,
+                    key=key,
+                    request_hash=fingerprint,
+                    payment_id=payment_id,
+                )
+            if earlier is None:
+                await service.open_payment(session, payment_id, data, correlation_id)
+            elif earlier.request_hash != fingerprint:
+                raise IdempotencyKeyReused()
+            elif earlier.response is not None:
+                return HttpAnswer(earlier.status_code or 201, earlier.response, replayed=True)
+            else:
+                payment_id = earlier.payment_id
+        await self.process_now(payment_id)
+        async with transaction(self._sessions) as session:
+            payment = await repository.get_payment(session, payment_id)
+            if payment is None:
+                raise PaymentNotFound()
+            body = service.payment_view(payment).model_dump(mode="json")
+            if key is None:
+                return HttpAnswer(201, body, replayed=False)
+            stored = await repository.store_idempotent_response(
+                session,
+                principal=caller.subject,
+                scope=CREATE_SCOPE,
+                key=key,
+                status_code=201,
+                response=body,
+            )
+        replayed = earlier is not None or stored.response != body
+        return HttpAnswer(stored.status_code or 201, stored.response, replayed=replayed)
+
+    async def process_now(self, payment_id: uuid.UUID) -> None:
+        """Work the payment in this task if it is due and free; else wait for the round
+        that holds it to end (within a round's deadline)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.round_deadline_seconds()
+        while loop.time() < deadline:
+            claims = await self._claim(limit=1, payment_id=payment_id)
+            if claims:
+                await self._work(claims[0])
+                return
+            async with self._sessions() as session:
+                state = await repository.claim_state(session, payment_id)
+            if state is None or not (state.claimed or state.due):
+                return  # settled for now: final, or waiting for a later check
+            # Another round holds it (or is taking it right now): wait for it to end.
+            await asyncio.sleep(_WAIT_INTERVAL_SECONDS)
+
+
+async def _stop_checking(_session: AsyncSession, payment: Payment) -> None:
+    payment.next_check_at = None

@@ -1,0 +1,319 @@
+"""Every query of the payments service, and only here."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, func, or_, select, text, tuple_, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bazaar.kit.idempotency import KEY_LIFETIME
+from bazaar.kit.tables import idempotency_keys
+from bazaar.payments.models import (
+    EarlyCancellation,
+    LedgerEntry,
+    Payment,
+    PaymentAttempt,
+    PaymentMethod,
+)
+
+# Woken at commit: a payment became due (a new charge, a cancel), so a processor takes
+# it within milliseconds instead of at its next poll.
+DUE_CHANNEL = "bazaar_payments_due"
+
+
+# --- payment methods ------------------------------------------------------------------
+
+
+async def add_method(session: AsyncSession, method: PaymentMethod) -> PaymentMethod:
+    session.add(method)
+    await session.flush()
+    await session.refresh(method)
+    return method
+
+
+async def get_method(
+    session: AsyncSession, method_id: uuid.UUID, *, for_update: bool = False
+) -> PaymentMethod | None:
+    statement = select(PaymentMethod).where(PaymentMethod.id == method_id)
+    if for_update:
+        statement = statement.with_for_update()
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def list_methods(
+    session: AsyncSession,
+    user_id: uuid.UUID,
+    *,
+    limit: int,
+    after: tuple[datetime, uuid.UUID] | None = None,
+) -> list[PaymentMethod]:
+    """A user's methods that are not deleted, newest first, keyset-paginated."""
+    statement = select(PaymentMethod).where(
+        PaymentMethod.user_id == user_id, PaymentMethod.deleted_at.is_(None)
+    )
+    if after is not None:
+        statement = statement.where(
+            tuple_(PaymentMethod.created_at, PaymentMethod.id) < tuple_(*after)
+        )
+    statement = statement.order_by(PaymentMethod.created_at.desc(), PaymentMethod.id.desc())
+    return list((await session.execute(statement.limit(limit))).scalars())
+
+
+# --- payments -------------------------------------------------------------------------
+
+
+async def insert_payment(session: AsyncSession, payment: Payment) -> bool:
+    """Insert ``payment`` unless one with its id exists; True when inserted."""
+    values = {
+        column.key: getattr(payment, column.key)
+        for column in Payment.__table__.columns
+        if getattr(payment, column.key, None) is not None
+    }
+    result = await session.execute(
+        insert(Payment).values(**values).on_conflict_do_nothing().returning(Payment.id)
+    )
+    return result.first() is not None
+
+
+async def get_payment(
+    session: AsyncSession, payment_id: uuid.UUID, *, for_update: bool = False
+) -> Payment | None:
+    statement = select(Payment).where(Payment.id == payment_id)
+    if for_update:
+        statement = statement.with_for_update().execution_options(populate_existing=True)
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def list_payments(
+    session: AsyncSession,
+    *,
+    limit: int,
+    user_id: uuid.UUID | None = None,
+    reference_type: str | None = None,
+    reference_id: uuid.UUID | None = None,
+    status: str | None = None,
+    after: tuple[datetime, uuid.UUID] | None = None,
+) -> list[Payment]:
+    """Payments, newest first, keyset-paginated on (created_at, id)."""
+    statement = select(Payment)
+    if user_id is not None:
+        statement = statement.where(Payment.user_id == user_id)
+    if reference_type is not None:
+        statement = statement.where(Payment.reference_type == reference_type)
+    if reference_id is not None:
+        statement = statement.where(Payment.reference_id == reference_id)
+    if status is not None:
+        statement = statement.where(Payment.status == status)
+    if after is not None:
+        statement = statement.where(tuple_(Payment.created_at, Payment.id) < tuple_(*after))
+    statement = statement.order_by(Payment.created_at.desc(), Payment.id.desc()).limit(limit)
+    return list((await session.execute(statement)).scalars())
+
+
+async def notify_due(session: AsyncSession) -> None:
+    """Wake the processors when this transaction commits."""
+    await session.execute(text(f"NOTIFY {DUE_CHANNEL}"))
+
+
+async def claim_due(
+    session: AsyncSession,
+    *,
+    token: uuid.UUID,
+    lease: timedelta,
+    limit: int,
+    payment_id: uuid.UUID | None = None,
+) -> list[uuid.UUID]:
+    """Reserve up to ``limit`` due payments that nobody holds for ``lease``; their ids.
+
+    ``FOR UPDATE SKIP LOCKED`` lets replicas claim side by side without waiting on
+    each other or taking the same row; the lease (``claimed_until``) keeps the payment
+    theirs after this short transaction commits, while they call the provider.
+    """
+    now = func.now()
+    candidates = (
+        select(Payment.id)
+        .where(
+            Payment.next_check_at <= now,
+            or_(Payment.claimed_until.is_(None), Payment.claimed_until < now),
+        )
+        .order_by(Payment.next_check_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    if payment_id is not None:
+        candidates = candidates.where(Payment.id == payment_id)
+    result = await session.execute(
+        update(Payment)
+        .where(Payment.id.in_(candidates.scalar_subquery()))
+        .values(claimed_until=now + lease, claim_token=token)
+        .returning(Payment.id)
+        .execution_options(synchronize_session=False)
+    )
+    return list(result.scalars())
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimState:
+    claimed: bool
+    due: bool
+
+
+async def claim_state(session: AsyncSession, payment_id: uuid.UUID) -> ClaimState | None:
+    """Whether someone holds the payment now, and whether it waits for a processor."""
+    now = func.now()
+    row = (
+        await session.execute(
+            select(
+                and_(Payment.claimed_until.is_not(None), Payment.claimed_until >= now).label(
+                    "claimed"
+                ),
+                and_(Payment.next_check_at.is_not(None), Payment.next_check_at <= now).label("due"),
+            ).where(Payment.id == payment_id)
+        )
+    ).first()
+    if row is None:
+        return None
+    return ClaimState(claimed=bool(row.claimed), due=bool(row.due))
+
+
+async def add_attempt(session: AsyncSession, attempt: PaymentAttempt) -> None:
+    session.add(attempt)
+    await session.flush()
+
+
+async def list_attempts(session: AsyncSession, payment_id: uuid.UUID) -> list[PaymentAttempt]:
+    statement = (
+        select(PaymentAttempt)
+        .where(PaymentAttempt.payment_id == payment_id)
+        .order_by(PaymentAttempt.id)
+    )
+    return list((await session.execute(statement)).scalars())
+
+
+async def add_ledger_entries(session: AsyncSession, entries: Sequence[LedgerEntry]) -> None:
+    session.add_all(entries)
+    await session.flush()
+
+
+async def add_early_cancellation(session: AsyncSession, cancellation: EarlyCancellation) -> None:
+    await session.execute(
+        insert(EarlyCancellation)
+        .values(
+            payment_id=cancellation.payment_id,
+            reason=cancellation.reason,
+            correlation_id=cancellation.correlation_id,
+        )
+        .on_conflict_do_nothing()
+    )
+
+
+async def get_early_cancellation(
+    session: AsyncSession, payment_id: uuid.UUID
+) -> EarlyCancellation | None:
+    return await session.get(EarlyCancellation, payment_id)
+
+
+# --- Idempotency-Key records of POST /api/payments -------------------------------------
+#
+# kit.idempotency.respond_once keeps the key in the request's transaction until the
+# answer is stored, which would hold a transaction open across the provider call. A
+# payment is recorded, charged and answered in separate transactions instead, so the
+# key is claimed in the first (with the payment's id in ``note``) and the answer
+# stored in the last. Same table, same rules (24 hours, same body or 422).
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyRecord:
+    request_hash: str
+    payment_id: uuid.UUID
+    status_code: int | None
+    response: Any
+
+
+def _key_filter(principal: str, scope: str, key: str) -> Any:
+    return and_(
+        idempotency_keys.c.principal == principal,
+        idempotency_keys.c.scope == scope,
+        idempotency_keys.c.key == key,
+    )
+
+
+async def claim_idempotency_key(
+    session: AsyncSession,
+    *,
+    principal: str,
+    scope: str,
+    key: str,
+    request_hash: str,
+    payment_id: uuid.UUID,
+) -> IdempotencyRecord | None:
+    """Take the key for ``payment_id``: None when taken now, else the earlier record.
+
+    A concurrent taker waits on the unique index until the first transaction ends.
+    """
+    where = _key_filter(principal, scope, key)
+    await session.execute(
+        delete(idempotency_keys).where(
+            where, idempotency_keys.c.created_at < func.now() - KEY_LIFETIME
+        )
+    )
+    taken = await session.execute(
+        insert(idempotency_keys)
+        .values(
+            principal=principal,
+            scope=scope,
+            key=key,
+            request_hash=request_hash,
+            note=str(payment_id),
+        )
+        .on_conflict_do_nothing()
+        .returning(idempotency_keys.c.key)
+    )
+    if taken.first() is not None:
+        return None
+    return await get_idempotency_record(session, principal=principal, scope=scope, key=key)
+
+
+async def get_idempotency_record(
+    session: AsyncSession, *, principal: str, scope: str, key: str
+) -> IdempotencyRecord:
+    row = (
+        await session.execute(
+            select(
+                idempotency_keys.c.request_hash,
+                idempotency_keys.c.note,
+                idempotency_keys.c.status_code,
+                idempotency_keys.c.response,
+            ).where(_key_filter(principal, scope, key))
+        )
+    ).one()
+    return IdempotencyRecord(
+        request_hash=row.request_hash,
+        payment_id=uuid.UUID(row.note),
+        status_code=row.status_code,
+        response=row.response,
+    )
+
+
+async def store_idempotent_response(
+    session: AsyncSession,
+    *,
+    principal: str,
+    scope: str,
+    key: str,
+    status_code: int,
+    response: Any,
+) -> IdempotencyRecord:
+    """Store the first answer for the key; whoever stores first decides what all repeat."""
+    await session.execute(
+        update(idempotency_keys)
+        .where(_key_filter(principal, scope, key), idempotency_keys.c.response.is_(None))
+        .values(status_code=status_code, response=response)
+    )
+    return await get_idempotency_record(session, principal=principal, scope=scope, key=key)

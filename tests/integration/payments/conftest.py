@@ -1,0 +1,335 @@
+"""Payments on a fresh database with a real broker, and the provider sandbox as a real process.
+
+The sandbox runs once for the session (uvicorn on a free port): every payment has a
+key of its own (``pay-<payment id>``), so tests never see each other's charges. Its
+"answers late" card holds the answer back longer than the payments service waits.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
+from sqlalchemy import select, text
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from bazaar.contracts import payments as contract
+from bazaar.contracts.base import Message
+from bazaar.kit.config import PlatformSettings
+from bazaar.kit.db import create_engine, create_session_factory
+from bazaar.kit.messaging.envelope import Envelope, new_envelope
+from bazaar.kit.messaging.kafka import ensure_topics, topic_name
+from bazaar.kit.testing import DatabaseFactory, TokenIssuer, read_topic, running_app, wait_for
+from bazaar.payments.app import create_app
+from bazaar.payments.models import Payment, PaymentAttempt
+from bazaar.payments.settings import PaymentsSettings
+from bazaar.stack.ports import free_port
+
+API_KEY = "sk_test_payments"
+# Longer than the service's deadline for one call (PROVIDER_TIMEOUT) by a margin.
+SLOW_CARD_DELAY_SECONDS = 6.0
+PROVIDER_TIMEOUT = 1.5
+
+CARDS = {
+    "approves": "4242 4242 4242 4242",
+    "declines": "4000 0000 0000 0002",
+    "insufficient_funds": "4000 0000 0000 9995",
+    "fails_first": "4000 0000 0000 0119",
+    "answers_late": "4000 0000 0000 0259",
+}
+
+
+class Sandbox:
+    """The provider sandbox as a process over one data directory; stoppable and restartable."""
+
+    def __init__(self, data_dir: Path, output: Path) -> None:
+        self.data_dir = data_dir
+        self.output = output
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        self._spawn()
+        await wait_for(self._healthy, timeout=30, message="the sandbox to answer /healthz")
+
+    def _spawn(self) -> None:
+        env = {
+            **os.environ,
+            "BAZAAR_PSP_SANDBOX_DATA_DIR": str(self.data_dir),
+            "BAZAAR_PSP_SANDBOX_SLOW_CARD_DELAY_SECONDS": str(SLOW_CARD_DELAY_SECONDS),
+            "BAZAAR_PSP_SANDBOX_API_KEY": API_KEY,
+            "BAZAAR_LOG_FORMAT": "json",
+        }
+        with self.output.open("ab") as output:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "--factory",
+                    "bazaar.psp_sandbox.app:create_app",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                ],
+                env=env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    async def _healthy(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"the sandbox exited: {self.output.read_text()[-2000:]}")
+        try:
+            async with httpx.AsyncClient(timeout=1) as client:
+                return (await client.get(f"{self.url}/healthz")).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    async def charges(self, key: str | None = None) -> list[dict[str, Any]]:
+        """The sandbox's own ledger: every charge it made (under ``key``, if given)."""
+        params = {"idempotency_key": key} if key else {}
+        async with httpx.AsyncClient(
+            base_url=self.url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30
+        ) as client:
+            response = await client.get("/v1/charges", params=params)
+        response.raise_for_status()
+        items: list[dict[str, Any]] = response.json()["items"]
+        return items
+
+
+@pytest.fixture(scope="session")
+async def sandbox(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sandbox]:
+    directory = tmp_path_factory.mktemp("psp")
+    process = Sandbox(directory / "data", directory / "sandbox.log")
+    await process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def settings_for(url: URL, sandbox_url: str, **overrides: Any) -> PaymentsSettings:
+    """Short deadlines and waits, so that the slow paths finish in seconds."""
+    values: dict[str, Any] = {
+        "database_url": url.render_as_string(hide_password=False),
+        "psp_url": sandbox_url,
+        "psp_api_key": API_KEY,
+        "provider_timeout_seconds": PROVIDER_TIMEOUT,
+        "provider_retry_backoff_seconds": 0.05,
+        "processor_poll_seconds": 0.2,
+        "claim_lease_seconds": 4.0,
+        "recheck_first_seconds": 0.2,
+        "recheck_max_seconds": 1.0,
+    }
+    values.update(overrides)
+    return PaymentsSettings(**values)
+
+
+class Payments:
+    """The service under test and what a test reaches for: its client, its database,
+    the broker, the sandbox, and tokens."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        url: URL,
+        engine: AsyncEngine,
+        platform: PlatformSettings,
+        tokens: TokenIssuer,
+        sandbox: Sandbox,
+    ) -> None:
+        self.client = client
+        self.url = url
+        self.engine = engine
+        self.sessions: async_sessionmaker[AsyncSession] = create_session_factory(engine)
+        self.platform = platform
+        self.tokens = tokens
+        self.sandbox = sandbox
+
+    # --- callers ----------------------------------------------------------------------
+
+    def user(self, user_id: str | None = None) -> dict[str, str]:
+        return self.tokens.headers(user_id or str(uuid.uuid4()), ["customer"])
+
+    def service(self) -> dict[str, str]:
+        return self.tokens.headers("orders", ["service"])
+
+    def support(self) -> dict[str, str]:
+        return self.tokens.headers(str(uuid.uuid4()), ["customer", "support"])
+
+    async def add_method(self, user_id: str, card: str = CARDS["approves"]) -> str:
+        response = await self.client.post(
+            "/api/payments/methods",
+            json={"card_number": card, "exp_month": 12, "exp_year": 2099, "cvc": "123"},
+            headers=self.user(user_id),
+        )
+        assert response.status_code == 201, response.text
+        method_id: str = response.json()["id"]
+        return method_id
+
+    # --- commands and events ------------------------------------------------------------
+
+    async def send(self, *messages: Message | Envelope, correlation_id: str | None = None) -> None:
+        """Put commands on the command topic, as a saga's outbox would."""
+        envelopes = [
+            message
+            if isinstance(message, Envelope)
+            else new_envelope(
+                source="bazaar/tests",
+                type=message.TYPE,
+                data=message,
+                subject=str(getattr(message, "payment_id", "")),
+                correlation_id=correlation_id,
+                dataschema=message.dataschema(),
+            )
+            for message in messages
+        ]
+        producer = AIOKafkaProducer(bootstrap_servers=self.platform.kafka_bootstrap_servers)
+        await producer.start()
+        try:
+            for envelope in envelopes:
+                await producer.send_and_wait(
+                    topic_name(self.platform, contract.COMMANDS_TOPIC),
+                    envelope.to_bytes(),
+                    key=(envelope.subject or "").encode(),
+                )
+        finally:
+            await producer.stop()
+
+    async def events(
+        self, payment_id: str, *, until: int | set[str], timeout: float = 20.0
+    ) -> list[Envelope]:
+        """Outcome events of one payment, read until there are ``until`` of them (a count)
+        or until every type in ``until`` was seen."""
+
+        def enough(seen: list[Envelope]) -> bool:
+            mine = [event for event in seen if event.subject == payment_id]
+            if isinstance(until, int):
+                return len(mine) >= until
+            return until <= {event.type for event in mine}
+
+        seen = await read_topic(self.platform, contract.TOPIC, until=enough, timeout=timeout)
+        return [event for event in seen if event.subject == payment_id]
+
+    # --- state ---------------------------------------------------------------------------
+
+    async def payment(self, payment_id: str | uuid.UUID) -> Payment | None:
+        async with self.sessions() as session:
+            return await session.get(Payment, uuid.UUID(str(payment_id)))
+
+    async def attempts(self, payment_id: str | uuid.UUID) -> list[PaymentAttempt]:
+        async with self.sessions() as session:
+            statement = (
+                select(PaymentAttempt)
+                .where(PaymentAttempt.payment_id == uuid.UUID(str(payment_id)))
+                .order_by(PaymentAttempt.id)
+            )
+            return list((await session.execute(statement)).scalars())
+
+    async def status_is(self, payment_id: str | uuid.UUID, *statuses: str) -> bool:
+        payment = await self.payment(payment_id)
+        return payment is not None and payment.status in statuses
+
+    async def wait_status(
+        self, payment_id: str | uuid.UUID, *statuses: str, timeout: float = 20.0
+    ) -> Payment:
+        await wait_for(
+            lambda: self.status_is(payment_id, *statuses),
+            timeout=timeout,
+            message=f"payment {payment_id} to be {statuses}",
+        )
+        payment = await self.payment(payment_id)
+        assert payment is not None
+        return payment
+
+    async def dump_tables(self) -> str:
+        """Every row of every table of the service's database, as text."""
+        async with self.engine.connect() as conn:
+            tables = (
+                await conn.execute(
+                    text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+                )
+            ).scalars()
+            dumped = []
+            for table in list(tables):
+                rows = await conn.execute(text(f'SELECT t::text FROM "{table}" t'))
+                dumped.extend(f"{table}: {row}" for row in rows.scalars())
+        return "\n".join(dumped)
+
+
+def charge_command(
+    method_id: str, user_id: str, *, amount: int = 2500, payment_id: str | None = None
+) -> contract.ChargePayment:
+    return contract.ChargePayment(
+        payment_id=uuid.UUID(payment_id) if payment_id else uuid.uuid4(),
+        user_id=uuid.UUID(user_id),
+        payment_method_id=uuid.UUID(method_id),
+        amount=amount,
+        currency="EUR",
+        reference_type="order",
+        reference_id=uuid.uuid4(),
+    )
+
+
+@asynccontextmanager
+async def payments_service(
+    url: URL,
+    platform: PlatformSettings,
+    tokens: TokenIssuer,
+    sandbox: Sandbox,
+    **overrides: Any,
+) -> AsyncIterator[Payments]:
+    """One payments app instance (several may run on one database, like replicas)."""
+    engine = create_engine(url, pool_size=2)
+    app = create_app(settings_for(url, sandbox.url, **overrides), platform)
+    try:
+        async with running_app(app) as client:
+            yield Payments(client, url, engine, platform, tokens, sandbox)
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def database(database_factory: DatabaseFactory) -> URL:
+    return await database_factory.create("bazaar.payments")
+
+
+@pytest.fixture
+async def payments(
+    database: URL,
+    platform_settings: PlatformSettings,
+    token_issuer: TokenIssuer,
+    sandbox: Sandbox,
+) -> AsyncIterator[Payments]:
+    await ensure_topics(platform_settings, [contract.TOPIC, contract.COMMANDS_TOPIC])
+    async with payments_service(database, platform_settings, token_issuer, sandbox) as service:
+        yield service
