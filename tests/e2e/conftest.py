@@ -32,6 +32,7 @@ import httpx
 import pytest
 
 from bazaar.stack.console import ConsoleOutput, QuietOutput
+from bazaar.stack.services import SERVICES
 from bazaar.stack.supervisor import Stack
 
 ADMIN_EMAIL = "admin@bazaar.example.com"
@@ -39,6 +40,12 @@ ADMIN_PASSWORD = "e2e-admin-password"
 USER_PASSWORD = "e2e-user-password"
 # Replicas of the session stack: two of catalog so balancing and failover are exercised.
 E2E_REPLICAS = {"catalog": 2}
+
+
+def small_pools(size: int = 3) -> dict[str, str]:
+    """Database pools small enough that the test stacks fit in a PostgreSQL of 100
+    connections (CI's), next to the tests' own connections."""
+    return {f"{spec.env_prefix}DATABASE_POOL_SIZE": str(size) for spec in SERVICES}
 
 
 @dataclass
@@ -123,6 +130,11 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
             # The sandbox's late-answer card: longer than payments' provider deadline (5 s),
             # short enough for a test run.
             "BAZAAR_PSP_SANDBOX_SLOW_CARD_DELAY_SECONDS": "8",
+            # Still argon2id, at OWASP's minimum cost: tests register hundreds of users.
+            "BAZAAR_AUTH_ARGON2_TIME_COST": "2",
+            "BAZAAR_AUTH_ARGON2_MEMORY_COST_KIB": "19456",
+            "BAZAAR_AUTH_ARGON2_PARALLELISM": "1",
+            **small_pools(),
         },
         output=ConsoleOutput() if os.environ.get("BAZAAR_E2E_LOGS") else QuietOutput(),
     )

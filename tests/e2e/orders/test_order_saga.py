@@ -79,7 +79,7 @@ async def test_twenty_buyers_racing_for_five_units(
     gateway: httpx.AsyncClient, seller: E2EUser, make_user: MakeUser
 ) -> None:
     item = await list_item(gateway, seller, stock=5)
-    buyers = await asyncio.gather(*(make_user() for _ in range(20)))
+    buyers = [await make_user() for _ in range(20)]
     methods = await asyncio.gather(*(add_card(gateway, buyer) for buyer in buyers))
     created = await asyncio.gather(
         *(
