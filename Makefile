@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install up test check bench fmt clean
+.PHONY: install up test check bench fmt clean chromium
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Bazaar needs Python 3.11 or newer")'
@@ -20,7 +20,7 @@ up: $(STAMP)
 	$(BIN)/bazaar up $(ARGS)
 
 ## The whole test suite (unit, integration, end-to-end) against real PostgreSQL and a real broker.
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## Format, lint, types and architecture contracts, as CI runs them.
@@ -33,6 +33,10 @@ check: $(STAMP)
 ## Benchmarks: figures printed with the machine and the command; see docs/benchmarks.md.
 bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)
+
+## Debian's Chromium for the portal's browser tests (installed with apt-get only when missing).
+chromium:
+	@scripts/ensure-chromium
 
 fmt: $(STAMP)
 	$(BIN)/ruff format src tests bench
