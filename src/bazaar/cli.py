@@ -603,3 +603,14 @@ async def _make_migration_on(spec: ServiceSpec, message: str, admin_url: URL) ->
 
 def main() -> None:
     app()
+
+
+@dev_app.command("docs")
+def dev_docs(
+    docs: Annotated[Path, typer.Option(help="The docs directory to write into.")] = Path("docs"),
+) -> None:
+    """Regenerate docs/events.md and docs/configuration.md from the contracts and settings."""
+    from bazaar.reference import write_reference
+
+    for path in write_reference(docs):
+        err_console.print(f"[green]✓[/] wrote {path}")

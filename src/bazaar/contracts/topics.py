@@ -17,3 +17,13 @@ ALL_TOPICS: tuple[str, ...] = (
     support.TOPIC,
     DEAD_LETTER,
 )
+
+# Who consumes what (consumer group -> topics); the services subscribe with these, and
+# docs/events.md is generated from them.
+SUBSCRIPTIONS: dict[str, tuple[str, ...]] = {
+    "catalog": (catalog.COMMANDS_TOPIC,),
+    "orders": (catalog.TOPIC, payments.TOPIC),
+    "payments": (payments.COMMANDS_TOPIC,),
+    "auctions": (payments.TOPIC,),
+    "support": ALL_TOPICS,
+}
