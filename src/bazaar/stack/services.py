@@ -68,7 +68,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
     # Uncomment as each service's app lands:
     ServiceSpec("orders", 8103),
     ServiceSpec("payments", 8104, env=MappingProxyType({"PSP_URL": "{psp_url}"})),
-    # ServiceSpec("auctions", 8105),
+    ServiceSpec("auctions", 8105),
     ServiceSpec("support", 8106),
 )
 

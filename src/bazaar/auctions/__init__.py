@@ -1,0 +1,1 @@
+"""Auctions: bidding (with proxy bids) under contention, live streams, close and settlement."""
