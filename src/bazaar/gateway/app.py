@@ -8,6 +8,7 @@ variables.
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing
 import os
 import signal
@@ -24,6 +25,11 @@ from bazaar.kit.logging import configure_logging, get_logger
 from bazaar.kit.telemetry import configure_tracing
 
 log = get_logger(__name__)
+
+# A proxied request leaves a few hundred short-lived containers behind (request and
+# response objects, futures, header dicts), freed by reference counting; at CPython's
+# default gen-0 threshold (700) the cyclic collector still ran every few requests.
+GC_THRESHOLDS = (20_000, 20, 20)
 
 
 def create_app(
@@ -136,7 +142,18 @@ def _serve_one(
     configure_logging("gateway", platform.log_format, platform.log_level)
     configure_tracing("gateway", platform.otlp_endpoint)
     app = create_app(settings, platform)
+    tune_gc()
     uvloop.run(run(app, settings.host, settings.port, reuse_port=reuse_port, parent_pid=parent_pid))
+
+
+def tune_gc() -> None:
+    """Collect cycles less often, and never rescan what start-up loaded (modules, tables).
+
+    Process-wide, so only for a serving process (not for apps made in tests).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 if __name__ == "__main__":

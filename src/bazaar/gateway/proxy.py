@@ -22,7 +22,6 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
-from yarl import URL
 
 from bazaar.gateway.balancer import Balancer, Replica
 from bazaar.gateway.errors import (
@@ -34,6 +33,13 @@ from bazaar.gateway.errors import (
 from bazaar.gateway.metrics import GatewayMetrics
 from bazaar.gateway.routing import ServiceRoute
 from bazaar.gateway.settings import GatewaySettings
+from bazaar.gateway.upstream import (
+    BodyBroke,
+    ConnectFailed,
+    ConnectionBroke,
+    UpstreamClient,
+    UpstreamResponse,
+)
 from bazaar.kit.errors import DomainError, PayloadTooLarge
 from bazaar.kit.logging import get_logger
 
@@ -54,9 +60,11 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
-# Replaced by the gateway's own values (a client must not choose its forwarded address).
+# Replaced by the gateway's own values (a client must not choose its forwarded address;
+# the upstream client frames the body it sends itself).
 _DROP_FROM_REQUEST = HOP_BY_HOP | {
     "host",
+    "content-length",
     "expect",
     "forwarded",
     "x-forwarded-for",
@@ -64,7 +72,7 @@ _DROP_FROM_REQUEST = HOP_BY_HOP | {
     "x-forwarded-proto",
     "x-request-id",
 }
-_DROP_FROM_RESPONSE = HOP_BY_HOP | {"x-request-id"}
+_DROP_FROM_RESPONSE = frozenset(name.encode() for name in HOP_BY_HOP | {"x-request-id"})
 _NO_BODY_STATUSES = frozenset({204, 304})
 EVENT_STREAM = "text/event-stream"
 
@@ -97,28 +105,23 @@ class StreamedBody:
 
 
 class Forwarder:
-    """Sends requests to the services over one pooled keep-alive client session."""
+    """Sends requests to the services over pooled keep-alive connections."""
 
     def __init__(
         self,
         settings: GatewaySettings,
         balancer: Balancer,
         metrics: GatewayMetrics,
-        http: aiohttp.ClientSession,
+        client: UpstreamClient,
     ) -> None:
         self.settings = settings
         self.balancer = balancer
         self.metrics = metrics
-        self.http = http
+        self.client = client
+        # The try's deadline runs from the moment the request is sent until the head
+        # of the answer; a small body then gets the same time between its pieces, a
+        # streamed one the body's idle timeout.
         self._try_timeout = settings.try_timeout_seconds
-        # The try's deadline is a read timeout from the moment the request is sent
-        # (aiohttp restarts it on every read); once the head is in, a streamed body
-        # switches to the body's idle timeout. Cheaper than a timeout context per try.
-        self._try_timeouts = aiohttp.ClientTimeout(
-            total=None,
-            sock_connect=settings.connect_timeout_seconds,
-            sock_read=settings.try_timeout_seconds,
-        )
         self._body_idle_timeout = settings.body_idle_timeout_seconds
         self._max_tries = max(1, settings.max_tries)
         self._max_body = settings.max_body_bytes
@@ -160,15 +163,16 @@ class Forwarder:
             release_replica = True
             try:
                 try:
-                    upstream = await self.http.request(
+                    upstream = await self.client.send(
+                        replica.url,
                         method,
-                        URL(replica.url + path_qs, encoded=True),
-                        headers=headers,
-                        data=body.chunks() if isinstance(body, StreamedBody) else body,
-                        allow_redirects=False,
-                        timeout=self._try_timeouts,
+                        path_qs,
+                        headers,
+                        body.chunks() if isinstance(body, StreamedBody) else body,
+                        head_timeout=self._try_timeout,
+                        resend_on_stale=retry_safe,
                     )
-                except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+                except ConnectFailed as exc:
                     # Nothing was sent: another replica may take it, whatever the method.
                     self.balancer.connection_refused(replica, exc)
                     if not isinstance(exhausted, BadGateway):
@@ -183,7 +187,7 @@ class Forwarder:
                     raise GatewayTimeout(
                         f"{service.name} did not answer within {self._try_timeout:g} s"
                     ) from exc
-                except aiohttp.ClientError as exc:
+                except ConnectionBroke as exc:
                     if isinstance(body, StreamedBody) and body.too_large:
                         raise PayloadTooLarge(
                             f"The request body is over {self._max_body} bytes"
@@ -204,31 +208,29 @@ class Forwarder:
                 if release_replica:
                     replica.outstanding -= 1
 
-    def _upstream_headers(self, request: web.Request, request_id: str) -> CIMultiDict[str]:
+    def _upstream_headers(self, request: web.Request, request_id: str) -> list[tuple[str, str]]:
         incoming = request.headers
         drop = _DROP_FROM_REQUEST
         connection = incoming.get("Connection")
         if connection is not None and connection.lower() not in ("keep-alive", "close"):
             # Headers the client named in Connection are hop-by-hop too.
             drop = drop | {token.strip().lower() for token in connection.split(",")}
-        headers: CIMultiDict[str] = CIMultiDict(
-            [(name, value) for name, value in incoming.items() if name.lower() not in drop]
-        )
-        headers["X-Request-ID"] = request_id
-        headers["X-Forwarded-For"] = request.remote or ""
-        headers["X-Forwarded-Proto"] = request.scheme
+        headers = [(name, value) for name, value in incoming.items() if name.lower() not in drop]
+        headers.append(("X-Request-ID", request_id))
+        headers.append(("X-Forwarded-For", request.remote or ""))
+        headers.append(("X-Forwarded-Proto", request.scheme))
         host = incoming.get("Host")
         if host is not None:
-            headers["X-Forwarded-Host"] = host
+            headers.append(("X-Forwarded-Host", host))
         if "Accept-Encoding" not in incoming:
-            # Otherwise aiohttp would offer gzip on the client's behalf.
-            headers["Accept-Encoding"] = "identity"
+            # The service must not compress for a client that did not ask.
+            headers.append(("Accept-Encoding", "identity"))
         return headers
 
     async def _relay(
         self,
         request: web.Request,
-        upstream: aiohttp.ClientResponse,
+        upstream: UpstreamResponse,
         replica: Replica,
         request_id: str,
     ) -> web.StreamResponse:
@@ -236,8 +238,8 @@ class Forwarder:
         try:
             headers: CIMultiDict[str] = CIMultiDict(
                 [
-                    (name, value)
-                    for name, value in upstream.headers.items()
+                    (name.decode("latin-1"), value.decode("utf-8", "surrogateescape"))
+                    for name, value in upstream.headers
                     if name.lower() not in _DROP_FROM_RESPONSE
                 ]
             )
@@ -250,10 +252,10 @@ class Forwarder:
                 or (length is not None and length <= self._buffered_response)
             ):
                 try:
-                    payload = await upstream.read()
+                    payload = await upstream.read(self._try_timeout)
                 except TimeoutError as exc:
                     raise GatewayTimeout("The service's answer stalled") from exc
-                except aiohttp.ClientError as exc:
+                except BodyBroke as exc:
                     raise BadGateway("The service's answer broke off") from exc
                 return web.Response(
                     status=status, reason=upstream.reason, body=payload, headers=headers
@@ -266,14 +268,10 @@ class Forwarder:
     async def _stream(
         self,
         request: web.Request,
-        upstream: aiohttp.ClientResponse,
+        upstream: UpstreamResponse,
         status: int,
         headers: CIMultiDict[str],
     ) -> web.StreamResponse:
-        connection = upstream.connection
-        if connection is not None and connection.protocol is not None:
-            connection.protocol.read_timeout = self._body_idle_timeout
-            connection.protocol.start_timeout()
         response = web.StreamResponse(status=status, reason=upstream.reason, headers=headers)
         writer = await response.prepare(request)
         assert writer is not None
@@ -281,15 +279,16 @@ class Forwarder:
             # The client learns the stream is open before the first event.
             writer.send_headers()
         try:
-            async for chunk in upstream.content.iter_any():
+            async for chunk in upstream.iter_chunks(self._body_idle_timeout):
                 await response.write(chunk)
-        except aiohttp.ClientError as exc:
+        except (BodyBroke, TimeoutError) as exc:
             # Headers are gone: the only honest signal left is a broken connection.
             log.warning("upstream_body_broke", path=request.path, error=repr(exc))
+            upstream.close()
             _abort(request)
             return response
         except ConnectionError:
-            # The client went away; release() below drops the upstream connection.
+            # The client went away: the rest of the answer is not wanted.
             upstream.close()
             return response
         await response.write_eof()

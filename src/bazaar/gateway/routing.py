@@ -74,8 +74,10 @@ class ServiceRoute:
     pool: str
     rules: list[RouteRule]
     default: Access | None
-    # Per method: one regular expression whose alternatives are the rules, in order.
-    _compiled: dict[str, tuple[re.Pattern[str], list[Access]]] = field(default_factory=dict)
+    # Per method: one regular expression whose alternatives are the rules, in order,
+    # and the answer of each alternative, made once (not one object per request).
+    _compiled: dict[str, tuple[re.Pattern[str], list[RouteMatch]]] = field(default_factory=dict)
+    _default_match: RouteMatch | None = None
 
     def compile(self) -> None:
         methods = {m for rule in self.rules for m in rule.methods if m != "*"}
@@ -93,18 +95,24 @@ class ServiceRoute:
                 for index, rule in enumerate(applicable)
             )
             regex = re.compile(rf"\A(?:{alternatives})\Z" if alternatives else r"(?!)")
-            self._compiled[method] = (regex, [rule.access for rule in applicable])
+            self._compiled[method] = (regex, [RouteMatch(self, rule.access) for rule in applicable])
+        self._default_match = None if self.default is None else RouteMatch(self, self.default)
+
+    def match(self, method: str, path: str) -> RouteMatch | None:
+        """The rule for ``method path`` (already known to be under the prefix), if any."""
+        compiled = self._compiled.get(method) or self._compiled["*"]
+        regex, matches = compiled
+        found = regex.match(path)
+        if found is None:
+            return self._default_match
+        group = found.lastgroup
+        assert group is not None
+        return matches[int(group[1:])]
 
     def access_for(self, method: str, path: str) -> Access | None:
         """The access rule for ``method path`` (already known to be under the prefix)."""
-        compiled = self._compiled.get(method) or self._compiled["*"]
-        regex, accesses = compiled
-        found = regex.match(path)
-        if found is None:
-            return self.default
-        group = found.lastgroup
-        assert group is not None
-        return accesses[int(group[1:])]
+        match = self.match(method, path)
+        return None if match is None else match.access
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,10 +146,7 @@ class RouteTable:
         service = self.service(path)
         if service is None:
             return None
-        access = service.access_for(method, path)
-        if access is None:
-            return None
-        return RouteMatch(service, access)
+        return service.match(method, path)
 
     @property
     def pools(self) -> list[str]:

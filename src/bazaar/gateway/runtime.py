@@ -22,6 +22,7 @@ from bazaar.gateway.proxy import Forwarder
 from bazaar.gateway.ratelimit import RateLimiter, create_rate_limiter
 from bazaar.gateway.routing import RouteTable, load_route_table
 from bazaar.gateway.settings import GatewaySettings
+from bazaar.gateway.upstream import UpstreamClient
 from bazaar.kit.config import PlatformSettings
 from bazaar.kit.logging import get_logger
 from bazaar.kit.tokens import RevocationList, TokenVerifier
@@ -64,7 +65,7 @@ class Gateway:
             self.routes, self.balancer, ttl=settings.openapi_cache_ttl_seconds
         )
         self.limiter: RateLimiter = create_rate_limiter(settings, platform.redis_url)
-        self._upstream_http: aiohttp.ClientSession | None = None
+        self._upstream: UpstreamClient | None = None
         self._control_http: aiohttp.ClientSession | None = None
         self._forwarder: Forwarder | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -82,32 +83,17 @@ class Gateway:
 
     async def start(self) -> None:
         settings = self.settings
-        self._upstream_http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(
-                limit=settings.upstream_connection_limit,
-                limit_per_host=0,
-                keepalive_timeout=settings.upstream_keepalive_seconds,
-                ttl_dns_cache=300,
-            ),
-            timeout=aiohttp.ClientTimeout(
-                total=None,
-                sock_connect=settings.connect_timeout_seconds,
-                sock_read=settings.body_idle_timeout_seconds,
-            ),
-            # Bodies pass through as the service encoded them (the forwarder asks for
-            # "identity" when the client named no encoding, so aiohttp's default
-            # Accept-Encoding never applies). No skip_auto_headers: it costs a header
-            # copy per request in aiohttp.
-            auto_decompress=False,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            read_bufsize=2**16,
+        self._upstream = UpstreamClient(
+            connect_timeout=settings.connect_timeout_seconds,
+            keepalive_seconds=settings.upstream_keepalive_seconds,
+            limit=settings.upstream_connection_limit,
         )
         self._control_http = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=100, keepalive_timeout=4.0),
             timeout=aiohttp.ClientTimeout(total=10.0, sock_connect=2.0),
             cookie_jar=aiohttp.DummyCookieJar(),
         )
-        self._forwarder = Forwarder(settings, self.balancer, self.metrics, self._upstream_http)
+        self._forwarder = Forwarder(settings, self.balancer, self.metrics, self._upstream)
         self._start_background("health-checks", self.balancer.run_health_checks(self.control_http))
         self._start_background("revocation-feed", self.revocation_feed.run(self.control_http))
         self._start_background("jwks-prefetch", self.jwks.refresh())
@@ -124,9 +110,10 @@ class Gateway:
         self._tasks.clear()
         await self.limiter.close()
         await self.jwks.close()
-        for session in (self._upstream_http, self._control_http):
-            if session is not None:
-                await session.close()
+        if self._upstream is not None:
+            await self._upstream.close()
+        if self._control_http is not None:
+            await self._control_http.close()
 
     def _start_background(self, name: str, loop: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(loop, name=f"gateway:{name}")

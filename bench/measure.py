@@ -1,0 +1,211 @@
+"""Load and what it costs: wrk runs, CPU time of server processes, pinning, Debian tools.
+
+Shared by the benchmarks that load an HTTP server: :class:`Wrk` runs ``wrk`` with a
+Lua script that sets the headers (a token) and reports the request count and wrk's
+own latency percentiles as JSON; :func:`cpu_seconds` samples the user + system time
+of server processes (psutil), which divided by the requests served gives a cost per
+request that does not swing with the neighbours' load the way requests/s does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import psutil
+
+WRK_SCRIPT = """\
+wrk.method = "GET"
+%(headers)s
+
+done = function(summary, latency, requests)
+  local errors = summary.errors
+  io.write(string.format(
+    "BENCH_RESULT {\\"requests\\": %%d, \\"duration_us\\": %%d, \\"p50_us\\": %%d, " ..
+    "\\"p99_us\\": %%d, \\"non_2xx\\": %%d, \\"socket_errors\\": %%d}\\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    errors.status, errors.connect + errors.read + errors.write + errors.timeout))
+end
+"""
+
+
+def ensure_debian_package(binary: str, package: str) -> str:
+    """The path of ``binary``, installing its Debian package first when it is missing."""
+    found = shutil.which(binary) or shutil.which(binary, path="/usr/sbin:/sbin")
+    if found:
+        return found
+    print(f"{binary} is missing: apt-get install {package}")
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = [*sudo, "apt-get", "install", "-y", "-q", "--no-install-recommends", package]
+    if subprocess.run(install, env=environment, check=False).returncode != 0:
+        subprocess.run([*sudo, "apt-get", "update", "-q"], env=environment, check=True)
+        subprocess.run(install, env=environment, check=True)
+    found = shutil.which(binary) or shutil.which(binary, path="/usr/sbin:/sbin")
+    if not found:
+        raise RuntimeError(f"{package} installed, but no {binary} found")
+    return found
+
+
+def tool_version(command: Sequence[str]) -> str:
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    return (result.stdout + result.stderr).strip().splitlines()[0]
+
+
+def set_affinity(pids: Sequence[int], cpus: str) -> None:
+    """Pin every thread of ``pids`` and of their children to ``cpus`` (``taskset -a -p -c``)."""
+    every = set(pids)
+    for pid in pids:
+        try:
+            every.update(child.pid for child in psutil.Process(pid).children(recursive=True))
+        except psutil.NoSuchProcess:
+            continue
+    for pid in sorted(every):
+        subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(pid)], capture_output=True)
+
+
+# --- processes and their CPU ---------------------------------------------------------------
+
+
+def cpu_seconds(pids: Sequence[int]) -> dict[int, float]:
+    """User + system CPU seconds of each live process of ``pids``."""
+    times = {}
+    for pid in pids:
+        try:
+            cpu = psutil.Process(pid).cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        times[pid] = cpu.user + cpu.system
+    return times
+
+
+def with_children(pid: int) -> list[int]:
+    try:
+        return [pid, *(child.pid for child in psutil.Process(pid).children(recursive=True))]
+    except psutil.NoSuchProcess:
+        return []
+
+
+PidSource = Callable[[], Awaitable[list[int]]]
+
+
+def fixed(*pids: int | None) -> PidSource:
+    async def source() -> list[int]:
+        return [pid for pid in pids if pid is not None]
+
+    return source
+
+
+def tree(pid: int) -> PidSource:
+    async def source() -> list[int]:
+        return with_children(pid)
+
+    return source
+
+
+class PostgresBackends:
+    """The server processes serving one database (the catalog's), for their CPU time."""
+
+    def __init__(self, admin_dsn: str, database: str) -> None:
+        self.admin_dsn = admin_dsn
+        self.database = database
+        self._connection: Any = None
+
+    async def pids(self) -> list[int]:
+        if self._connection is None:
+            self._connection = await asyncpg.connect(self.admin_dsn, timeout=5)
+        rows = await self._connection.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = $1", self.database
+        )
+        return [int(row["pid"]) for row in rows]
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+
+
+# --- one measurement --------------------------------------------------------------------
+
+
+@dataclass
+class Wrk:
+    binary: str
+    script_dir: Path
+    seconds: float
+    cpus: str | None = None
+    scripts: dict[str, Path] = field(default_factory=dict)
+
+    def script(self, token: str) -> Path:
+        """A Lua script sending ``Authorization: Bearer <token>`` (one file per token)."""
+        if token not in self.scripts:
+            path = self.script_dir / f"wrk-{len(self.scripts)}.lua"
+            headers = {"Authorization": f"Bearer {token}"}
+            path.write_text(
+                WRK_SCRIPT
+                % {
+                    "headers": "\n".join(
+                        f"wrk.headers[{json.dumps(name)}] = {json.dumps(value)}"
+                        for name, value in headers.items()
+                    )
+                }
+            )
+            self.scripts[token] = path
+        return self.scripts[token]
+
+    def command(self, url: str, connections: int, token: str, seconds: float) -> list[str]:
+        pin = ["taskset", "-c", self.cpus] if self.cpus else []
+        return [
+            *pin,
+            *(
+                self.binary,
+                "-t1",
+                f"-c{connections}",
+                f"-d{max(1, round(seconds))}s",
+                "--timeout",
+                "10s",
+            ),
+            *("--latency", "-s", str(self.script(token)), url),
+        ]
+
+    def run(
+        self, url: str, connections: int, token: str, seconds: float
+    ) -> tuple[dict[str, Any], float]:
+        """wrk's summary (from the Lua ``done``) and wrk's own CPU seconds."""
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        result = subprocess.run(
+            self.command(url, connections, token, seconds),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        for line in result.stdout.splitlines():
+            if line.startswith("BENCH_RESULT "):
+                wrk_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+                return json.loads(line.removeprefix("BENCH_RESULT ")), wrk_cpu
+        raise RuntimeError(f"wrk failed on {url}:\n{result.stdout}\n{result.stderr}")
+
+
+def port_listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def spread(values: Sequence[float], digits: int = 0) -> str:
+    """``median [min, max]``: the figure, and how far it moved between rounds."""
+    if not values:
+        return "-"
+    middle = statistics.median(values)
+    if len(values) == 1:
+        return f"{middle:,.{digits}f}"
+    return f"{middle:,.{digits}f} [{min(values):,.{digits}f}, {max(values):,.{digits}f}]"
