@@ -17,6 +17,7 @@ A POST that may have reached a replica is never sent twice: it answers 502.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -125,6 +126,7 @@ class Forwarder:
         self._body_idle_timeout = settings.body_idle_timeout_seconds
         self._max_tries = max(1, settings.max_tries)
         self._max_body = settings.max_body_bytes
+        self._trusted_proxies = tuple(settings.trusted_proxies)
         self._buffered_body = min(settings.buffered_body_bytes, settings.max_body_bytes)
         self._buffered_response = settings.buffered_response_bytes
 
@@ -217,7 +219,7 @@ class Forwarder:
             drop = drop | {token.strip().lower() for token in connection.split(",")}
         headers = [(name, value) for name, value in incoming.items() if name.lower() not in drop]
         headers.append(("X-Request-ID", request_id))
-        headers.append(("X-Forwarded-For", request.remote or ""))
+        headers.append(("X-Forwarded-For", self._forwarded_for(request)))
         headers.append(("X-Forwarded-Proto", request.scheme))
         host = incoming.get("Host")
         if host is not None:
@@ -226,6 +228,22 @@ class Forwarder:
             # The service must not compress for a client that did not ask.
             headers.append(("Accept-Encoding", "identity"))
         return headers
+
+    def _forwarded_for(self, request: web.Request) -> str:
+        """The peer's address; a trusted proxy's own X-Forwarded-For chain comes first."""
+        peer = request.remote or ""
+        if not self._trusted_proxies or not peer:
+            return peer
+        chain = request.headers.get("X-Forwarded-For")
+        if chain is None:
+            return peer
+        try:
+            address = ipaddress.ip_address(peer)
+        except ValueError:
+            return peer
+        if any(address in network for network in self._trusted_proxies):
+            return f"{chain}, {peer}"
+        return peer
 
     async def _relay(
         self,

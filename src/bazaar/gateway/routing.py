@@ -31,6 +31,8 @@ from bazaar.kit.tokens import ALL_ROLES, ROLE_SERVICE
 
 AccessKind = Literal["public", "authenticated", "roles"]
 KNOWN_ROLES = ALL_ROLES | {ROLE_SERVICE}
+# A service entry with this prefix serves every path outside /api/ (the web portal).
+SITE_PREFIX = "/"
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 _SEGMENT = re.compile(r"^[A-Za-z0-9._~!$&'()+,;=:@-]+$")
 
@@ -127,7 +129,15 @@ class RouteTable:
     def __init__(self, services: list[ServiceRoute]) -> None:
         self.services = services
         self._by_segment: dict[str, ServiceRoute] = {}
+        # The entry with prefix "/": every path outside /api/ (the web portal).
+        self._site: ServiceRoute | None = None
         for service in services:
+            if service.prefix == SITE_PREFIX:
+                if self._site is not None:
+                    raise RouteTableError("two services claim the prefix /")
+                service.compile()
+                self._site = service
+                continue
             segment = service.prefix.removeprefix("/api/")
             if segment in self._by_segment:
                 raise RouteTableError(f"two services claim the prefix {service.prefix}")
@@ -137,7 +147,7 @@ class RouteTable:
     def service(self, path: str) -> ServiceRoute | None:
         """The service whose prefix ``path`` is under, if any."""
         if not path.startswith("/api/"):
-            return None
+            return None if path == "/api" else self._site
         segment, _, _ = path[5:].partition("/")
         return self._by_segment.get(segment)
 
@@ -180,8 +190,12 @@ def parse_route_table(document: Any, *, source: str = "<route table>") -> RouteT
             raise RouteTableError(f"{where}: expected a mapping")
         name = _required_str(entry, "name", where)
         prefix = entry.get("prefix", f"/api/{name}")
-        if not isinstance(prefix, str) or not re.fullmatch(r"/api/[a-z0-9][a-z0-9_-]*", prefix):
-            raise RouteTableError(f"{where}: prefix must be /api/<service>, got {prefix!r}")
+        if not isinstance(prefix, str) or not (
+            prefix == SITE_PREFIX or re.fullmatch(r"/api/[a-z0-9][a-z0-9_-]*", prefix)
+        ):
+            raise RouteTableError(
+                f"{where}: prefix must be /api/<service> or / (the site), got {prefix!r}"
+            )
         pool = entry.get("pool", name)
         if not isinstance(pool, str) or not pool:
             raise RouteTableError(f"{where}: pool must be a name")
@@ -192,7 +206,12 @@ def parse_route_table(document: Any, *, source: str = "<route table>") -> RouteT
             if not isinstance(rule, dict):
                 raise RouteTableError(f"{rule_where}: expected a mapping")
             pattern = _required_str(rule, "path", rule_where)
-            if pattern != prefix and not pattern.startswith(prefix + "/"):
+            under = (
+                not pattern.startswith("/api/")
+                if prefix == SITE_PREFIX
+                else pattern == prefix or pattern.startswith(prefix + "/")
+            )
+            if not under:
                 raise RouteTableError(f"{rule_where}: {pattern} is not under {prefix}")
             _check_pattern(pattern, rule_where)
             rules.append(

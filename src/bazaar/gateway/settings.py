@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, IPvAnyNetwork
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ONE_MIB = 1024 * 1024
@@ -27,6 +27,10 @@ class GatewaySettings(BaseSettings):
     upstreams: dict[str, list[str]] = Field(default_factory=dict)
     # None: the route table packaged with the gateway (bazaar/gateway/routes.yaml).
     routes_file: Path | None = None
+    # Peers whose X-Forwarded-For is kept (the gateway appends the peer to it) instead of
+    # replaced: proxies of our own in front of the gateway, and the portal, which calls the
+    # API on behalf of browsers. CIDRs, e.g. ["10.0.0.0/8"]. Empty: trust nobody.
+    trusted_proxies: list[IPvAnyNetwork] = Field(default_factory=list)
     # The pool whose replicas serve the signing keys and the revocation feed.
     auth_pool: str = "auth"
 

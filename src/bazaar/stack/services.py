@@ -70,6 +70,15 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("payments", 8104, env=MappingProxyType({"PSP_URL": "{psp_url}"})),
     ServiceSpec("auctions", 8105),
     ServiceSpec("support", 8106),
+    # The web portal: no database, no client credentials (it calls the API with its
+    # users' tokens); its session secret is kept in the data directory.
+    ServiceSpec(
+        "portal",
+        8107,
+        database=False,
+        client=False,
+        env=MappingProxyType({"DATA_DIR": "{data_dir}/portal"}),
+    ),
 )
 
 PSP_SANDBOX = ServiceSpec(
@@ -89,6 +98,10 @@ GATEWAY = ServiceSpec(
     database=False,
     client=False,
     readiness_path=None,
+    # The portal calls the API on behalf of browsers from this machine: keep the browser's
+    # address it forwards (auth throttles sign-ins per address). On one machine this also
+    # trusts any local client's X-Forwarded-For; production names its proxies instead.
+    env=MappingProxyType({"TRUSTED_PROXIES": '["127.0.0.1/32"]'}),
 )
 
 

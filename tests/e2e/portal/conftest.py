@@ -1,10 +1,7 @@
 """The portal's browser tests: the real platform with the portal, and Chromium driving it.
 
-The stack is the shared one (``tests/e2e/conftest.py``) when ``bazaar up`` already runs
-the portal; until then these tests start their own with the portal added.
-``BAZAAR_E2E_EXTRA_SERVICES=payments,auctions,support`` also adds services that
-``bazaar up`` does not run yet (to try scenarios that wait on them). A scenario whose
-services are not in the stack is skipped, saying which it waits for.
+The stack is the shared one (``tests/e2e/conftest.py``), which runs the portal behind
+the gateway as ``bazaar up`` does.
 
 The browser is Debian's Chromium (``scripts/ensure-chromium``), headless, one context
 (its own cookies) per person in a scenario. Every page's console errors and uncaught
@@ -18,20 +15,14 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import httpx
 import pytest
 from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, async_playwright
 
-from bazaar.stack.console import ConsoleOutput, QuietOutput
-from bazaar.stack.services import SERVICES, ServiceSpec
 from bazaar.stack.supervisor import Stack
 from tests.e2e.conftest import (
-    ADMIN_EMAIL,
-    ADMIN_PASSWORD,
-    E2E_REPLICAS,
     USER_PASSWORD,
     E2EUser,
     _AdminSession,
@@ -53,82 +44,12 @@ SCREENSHOTS = Path(__file__).resolve().parents[3] / "docs" / "screenshots"
 DESKTOP = {"width": 1280, "height": 860}
 PHONE = {"width": 390, "height": 844}
 
-PORTAL = ServiceSpec(
-    "portal",
-    8107,
-    database=False,
-    client=False,
-    env=MappingProxyType({"DATA_DIR": "{data_dir}/portal"}),
-)
-# Services being finished, as bazaar up will run them (added on request only).
-UPCOMING = {
-    "payments": ServiceSpec("payments", 8104, env=MappingProxyType({"PSP_URL": "{psp_url}"})),
-    "auctions": ServiceSpec("auctions", 8105),
-    "support": ServiceSpec("support", 8106),
-}
-
-
-def _shared_has_portal() -> bool:
-    return any(spec.name == "portal" for spec in SERVICES)
-
-
-def portal_services() -> tuple[ServiceSpec, ...]:
-    services = list(SERVICES)
-    names = {spec.name for spec in services}
-    for name in os.environ.get("BAZAAR_E2E_EXTRA_SERVICES", "").split(","):
-        name = name.strip()
-        if name and name not in names and name in UPCOMING:
-            services.append(UPCOMING[name])
-            names.add(name)
-    if "portal" not in names:
-        services.append(PORTAL)
-    return tuple(services)
-
 
 @pytest.fixture(scope="session")
-async def _own_portal_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    external = os.environ.get("BAZAAR_TEST_DATABASE_URL")
-    running = Stack(
-        tmp_path_factory.mktemp("portal-stack"),
-        port=0,
-        psp_port=0,
-        replicas={name: count for name, count in E2E_REPLICAS.items()},
-        services=portal_services(),
-        postgres_url=external,
-        database_prefix=f"bzportal_{uuid.uuid4().hex[:6]}" if external else None,
-        env={
-            "BAZAAR_BOOTSTRAP_ADMIN_EMAIL": ADMIN_EMAIL,
-            "BAZAAR_BOOTSTRAP_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        },
-        output=ConsoleOutput() if os.environ.get("BAZAAR_E2E_LOGS") else QuietOutput(),
-    )
-    try:
-        await running.start()
-        yield running
-    finally:
-        await running.stop()
-        if external and running.admin_url is not None:
-            await running.drop_databases()
-
-
-@pytest.fixture(scope="session")
-def portal_stack(request: pytest.FixtureRequest) -> Stack:
-    """A running platform with the portal in it."""
-    extra = os.environ.get("BAZAAR_E2E_EXTRA_SERVICES")
-    name = "stack" if _shared_has_portal() and not extra else "_own_portal_stack"
-    stack: Stack = request.getfixturevalue(name)
+def portal_stack(stack: Stack) -> Stack:
+    """The session's platform; ``bazaar up`` runs the portal behind the gateway."""
+    assert any(spec.name == "portal" for spec in stack.services), "the stack runs no portal"
     return stack
-
-
-def needs(*services: str) -> Callable[[Stack], None]:
-    """Skip the scenario (saying why) when the stack lacks one of ``services``."""
-
-    def check(stack: Stack) -> None:
-        missing = [name for name in services if name not in {s.name for s in stack.services}]
-        if missing:
-            pytest.skip(f"waits on {', '.join(missing)} in the stack (bazaar up)")
-
-    return check
 
 
 @pytest.fixture(scope="session")
@@ -140,14 +61,11 @@ async def api(portal_stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture(scope="session")
 async def portal_url(portal_stack: Stack, api: httpx.AsyncClient) -> str:
-    """Where a browser finds the portal: through the gateway once it routes ``/`` there,
-    else the portal's own address (it still calls the API through the gateway)."""
+    """Where a browser finds the portal: the gateway, which routes every page to it."""
     response = await api.get("/")
-    if response.status_code == 200 and response.headers.get("content-type", "").startswith(
-        "text/html"
-    ):
-        return portal_stack.gateway_url
-    return portal_stack.replica("portal").url
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/html")
+    return portal_stack.gateway_url
 
 
 @pytest.fixture(scope="session")
@@ -177,7 +95,7 @@ def make_person(api: httpx.AsyncClient, portal_admin: E2EUser) -> MakeUser:
 @pytest.fixture(scope="session")
 async def browser() -> AsyncIterator[Browser]:
     if not os.path.exists(CHROMIUM):  # noqa: ASYNC240 - once per session
-        pytest.skip("Chromium is missing: run scripts/ensure-chromium (make test does)")
+        pytest.fail("Chromium is missing: run scripts/ensure-chromium (make test does)")
     async with async_playwright() as playwright:
         launched = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:

@@ -16,7 +16,7 @@ from playwright.async_api import expect
 from bazaar.kit.testing import wait_for
 from bazaar.stack.supervisor import Stack
 from tests.e2e.conftest import USER_PASSWORD, E2EUser
-from tests.e2e.portal.conftest import PHONE, MakeUser, Person, needs, portal_log_lines
+from tests.e2e.portal.conftest import PHONE, MakeUser, Person, portal_log_lines
 
 pytestmark = pytest.mark.e2e
 
@@ -200,7 +200,6 @@ async def test_a_new_customer_adds_the_4242_card_buys_two_items_and_sees_the_ord
     make_person: MakeUser,
     open_browser: OpenBrowser,
 ) -> None:
-    needs("orders", "payments")(portal_stack)
     seller = await make_person("seller")
     lamp = await list_item(api, seller, f"Desk lamp {uuid.uuid4().hex[:6]}", 3450)
     rug = await list_item(api, seller, f"Wool rug {uuid.uuid4().hex[:6]}", 12900)
@@ -244,7 +243,6 @@ async def test_the_declined_card_shows_the_order_cancelled_with_its_reason(
     make_person: MakeUser,
     open_browser: OpenBrowser,
 ) -> None:
-    needs("orders", "payments")(portal_stack)
     seller = await make_person("seller")
     item = await list_item(api, seller, f"Vase {uuid.uuid4().hex[:6]}", 2500)
     customer = await make_person("customer")
@@ -272,7 +270,6 @@ async def test_two_browsers_bid_on_one_auction_and_each_sees_the_others_bid_live
     make_person: MakeUser,
     open_browser: OpenBrowser,
 ) -> None:
-    needs("auctions", "payments")(portal_stack)
     seller = await make_person("seller")
     created = await api.post(
         "/api/auctions",
@@ -330,7 +327,6 @@ async def test_support_finds_the_declined_orders_timeline_and_retries_it(
     make_person: MakeUser,
     open_browser: OpenBrowser,
 ) -> None:
-    needs("orders", "payments", "support")(portal_stack)
     seller = await make_person("seller")
     item = await list_item(api, seller, f"Mirror {uuid.uuid4().hex[:6]}", 5600)
     customer = await make_person("customer")

@@ -29,7 +29,7 @@ from tests.integration.gateway.standins import (
     SigningKey,
 )
 
-SERVICES = ("auth", "catalog", "orders", "payments", "auctions", "support")
+SERVICES = ("auth", "catalog", "orders", "payments", "auctions", "support", "portal")
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import aiohttp
 
@@ -104,3 +105,34 @@ async def test_response_headers_come_back_without_hop_by_hop_ones(
         assert response.content_type == "application/json"
         assert response.headers.get("Keep-Alive") is None
         assert response.headers.getall("X-Request-ID") == [response.headers["X-Request-ID"]]
+
+
+async def test_a_trusted_proxy_keeps_its_clients_address_in_front(
+    auth: tuple[Any, Any],
+    start_upstream: Any,
+    start_gateway: Any,
+    http: aiohttp.ClientSession,
+) -> None:
+    """The portal calls the API for browsers: auth must see the browser's address."""
+    upstream, server = await start_upstream("echo")
+    gateway = await start_gateway(
+        {"catalog": [server.url], "auth": [auth[1].url]}, trusted_proxies=["127.0.0.0/8"]
+    )
+    async with http.get(
+        gateway.api("/api/catalog/items"), headers={"X-Forwarded-For": "203.0.113.9"}
+    ) as response:
+        echoed = await response.json()
+    headers = {name.lower(): value for name, value in echoed["headers"].items()}
+    assert headers["x-forwarded-for"] == "203.0.113.9, 127.0.0.1"
+
+
+async def test_the_site_entry_sends_pages_to_the_portal_pool(
+    echo_everywhere: tuple[GatewayUnderTest, EchoUpstream], http: aiohttp.ClientSession
+) -> None:
+    gateway, upstream = echo_everywhere
+    before = upstream.requests
+    async with http.get(gateway.api("/catalog?q=lamp"), headers={"Cookie": "s=1"}) as response:
+        assert response.status == 200
+        echoed = await response.json()
+    assert echoed["headers"]["Cookie"] == "s=1"
+    assert upstream.requests == before + 1

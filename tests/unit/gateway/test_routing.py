@@ -48,7 +48,8 @@ def test_the_packaged_table_covers_every_service_of_the_api() -> None:
         "support",
     }
     for service in routes.services:
-        assert service.prefix == f"/api/{service.name}"
+        expected = "/" if service.name == "portal" else f"/api/{service.name}"
+        assert service.prefix == expected
 
 
 @pytest.mark.parametrize(
@@ -78,10 +79,31 @@ def test_the_packaged_table_says_who_may_call(method: str, path: str, access: Ac
     assert match.access == access
 
 
-def test_unknown_prefixes_and_non_api_paths_match_nothing() -> None:
+def test_unknown_api_prefixes_match_nothing() -> None:
     routes = load_route_table()
-    for path in ("/api/nope", "/api", "/", "/healthz", "/apix/catalog", "/api/catalogue/items"):
+    for path in ("/api/nope", "/api", "/api/catalogue/items"):
         assert routes.match("GET", path) is None, path
+
+
+def test_every_path_outside_the_api_goes_to_the_portal_as_public() -> None:
+    routes = load_route_table()
+    for path in ("/", "/catalog", "/auctions/7/events", "/apix/catalog", "/static/portal.css"):
+        match = routes.match("GET", path)
+        assert match is not None, path
+        assert match.service.pool == "portal"
+        assert match.access.kind == "public"
+    assert routes.match("POST", "/sign-in") is not None
+
+
+def test_only_one_entry_may_serve_the_site() -> None:
+    document = {
+        "services": [
+            {"name": "a", "prefix": "/", "pool": "a", "default": "public"},
+            {"name": "b", "prefix": "/", "pool": "b", "default": "public"},
+        ]
+    }
+    with pytest.raises(RouteTableError):
+        parse_route_table(document)
 
 
 def test_patterns_one_segment_any_rest_and_first_match_wins() -> None:
