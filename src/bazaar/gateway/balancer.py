@@ -42,7 +42,13 @@ class UpstreamPool:
         self._next = 0
 
     def pick(self, exclude: tuple[Replica, ...] = ()) -> Replica | None:
-        """A healthy replica not in ``exclude`` with the fewest requests in flight."""
+        """A healthy replica not in ``exclude`` with the fewest requests in flight.
+
+        When every replica left is marked unhealthy, one of them is tried anyway ("panic
+        mode", as Envoy calls it): health checks that time out on a saturated machine must
+        not turn a slow service into a refused one. A replica that is really down then
+        fails fast at connect, and the request moves on or ends in 503.
+        """
         replicas = self.replicas
         count = len(replicas)
         if count == 0:
@@ -50,14 +56,19 @@ class UpstreamPool:
         start = self._next
         self._next = start + 1 if start + 1 < count else 0
         best: Replica | None = None
+        fallback: Replica | None = None
         for offset in range(count):
             index = start + offset
             replica = replicas[index if index < count else index - count]
-            if not replica.healthy or replica in exclude:
+            if replica in exclude:
+                continue
+            if not replica.healthy:
+                if fallback is None or replica.outstanding < fallback.outstanding:
+                    fallback = replica
                 continue
             if best is None or replica.outstanding < best.outstanding:
                 best = replica
-        return best
+        return best or fallback
 
     def healthy_replicas(self) -> list[Replica]:
         return [replica for replica in self.replicas if replica.healthy]

@@ -67,3 +67,17 @@ def test_a_refused_connection_ejects_at_once_a_broken_one_counts_once() -> None:
         "bazaar_gateway_upstream_healthy", {"pool": "catalog", "replica": "http://a"}
     )
     assert sample == 0
+
+
+def test_when_every_replica_is_ejected_one_is_still_tried() -> None:
+    """Health checks timing out on a saturated machine must not refuse every request."""
+    pools = balancer("http://a", "http://b", unhealthy_after_failures=1)
+    a, b = pools.pool("catalog").replicas
+    pools.check_failed(a, "timeout")
+    pools.check_failed(b, "timeout")
+    assert pools.pick("catalog") in (a, b)
+    assert pools.pick("catalog", (a,)) is b
+    assert pools.pick("catalog", (a, b)) is None
+    # A healthy replica is always preferred to an ejected one.
+    pools.check_passed(b)
+    assert {picked_url(pools) for _ in range(4)} == {"http://b"}
