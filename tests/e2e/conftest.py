@@ -38,14 +38,18 @@ from bazaar.stack.supervisor import Stack
 ADMIN_EMAIL = "admin@bazaar.example.com"
 ADMIN_PASSWORD = "e2e-admin-password"
 USER_PASSWORD = "e2e-user-password"
-# Replicas of the session stack: two of catalog so balancing and failover are exercised.
-E2E_REPLICAS = {"catalog": 2}
+# Replicas of the session stack: two of catalog and of auctions, so balancing, failover,
+# bids meeting from two replicas and streams across replicas are exercised.
+E2E_REPLICAS = {"catalog": 2, "auctions": 2}
 
 
 def small_pools(size: int = 3) -> dict[str, str]:
     """Database pools small enough that the test stacks fit in a PostgreSQL of 100
     connections (CI's), next to the tests' own connections."""
-    return {f"{spec.env_prefix}DATABASE_POOL_SIZE": str(size) for spec in SERVICES}
+    pools = {f"{spec.env_prefix}DATABASE_POOL_SIZE": str(size) for spec in SERVICES}
+    # Auctions' bid path has a pool of its own (one connection per busy auction at a time).
+    pools["BAZAAR_AUCTIONS_BID_POOL_SIZE"] = str(size)
+    return pools
 
 
 @dataclass
@@ -135,6 +139,9 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
             "BAZAAR_AUTH_ARGON2_MEMORY_COST_KIB": "19456",
             "BAZAAR_AUTH_ARGON2_PARALLELISM": "1",
             **small_pools(),
+            # Support calls an order stuck after seconds, not minutes, so a test can see it.
+            "BAZAAR_SUPPORT_ORDER_DEADLINE_SECONDS": "4",
+            "BAZAAR_SUPPORT_PROBLEMS_REFRESH_SECONDS": "0.5",
         },
         output=ConsoleOutput() if os.environ.get("BAZAAR_E2E_LOGS") else QuietOutput(),
     )
