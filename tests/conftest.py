@@ -1,3 +1,19 @@
 """Fixtures for every tier: the real parts come from :mod:`bazaar.kit.testing`."""
 
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
 pytest_plugins = ["bazaar.kit.testing"]
+
+E2E = Path(__file__).parent / "e2e"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """End-to-end tests share one running stack: under ``pytest -n``, one worker runs them
+    all (``--dist loadgroup``) while the others take the unit and integration tiers."""
+    for item in items:
+        if E2E in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.xdist_group("e2e"))

@@ -28,7 +28,10 @@ from aiokafka import AIOKafkaConsumer
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
 from jwt.algorithms import RSAAlgorithm
+from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 from bazaar.kit.config import PlatformSettings
 from bazaar.kit.db import (
@@ -243,12 +246,14 @@ class DatabaseFactory:
                 directory = migrations_dir(package)
                 digest = _tree_digest(directory)
                 name = f"bzt_{package.rsplit('.', 1)[-1]}_{digest}"
-                if await ensure_database(self.server_url, name):
-                    try:
-                        await migrate(directory, database_url(self.server_url, name))
-                    except BaseException:
-                        await drop_database(self.server_url, name)
-                        raise
+                # Test processes running side by side (pytest -n) make each template once.
+                async with _server_lock(self.server_url, name):
+                    if await ensure_database(self.server_url, name):
+                        try:
+                            await migrate(directory, database_url(self.server_url, name))
+                        except BaseException:
+                            await drop_database(self.server_url, name)
+                            raise
                 self._templates[package] = name
             return self._templates[package]
 
@@ -264,6 +269,22 @@ class DatabaseFactory:
         for name in self.created:
             await drop_database(self.server_url, name)
         self.created.clear()
+
+
+@asynccontextmanager
+async def _server_lock(server_url: URL, name: str) -> AsyncIterator[None]:
+    """A PostgreSQL advisory lock named ``name``, held on the server of ``server_url``."""
+    engine = create_async_engine(async_url(server_url), poolclass=NullPool)
+    key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            try:
+                yield
+            finally:
+                await conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+    finally:
+        await engine.dispose()
 
 
 def _tree_digest(directory: Path) -> str:
