@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, status
 from fastapi.responses import Response, StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bazaar.auctions import repository, service
+from bazaar.auctions import metrics, repository, service
 from bazaar.auctions.bidding import BidDesk
 from bazaar.auctions.errors import AuctionNotFound
 from bazaar.auctions.payment_methods import PaymentMethodCheck
@@ -24,9 +24,11 @@ from bazaar.auctions.schemas import (
     BidPlaced,
     BuyNow,
     CancelAuction,
+    RetrySettlement,
     Status,
 )
 from bazaar.auctions.stream import StreamHub, event_stream
+from bazaar.kit.errors import DomainError
 from bazaar.kit.http import DbSession, OptionalPrincipal, require_roles
 from bazaar.kit.idempotency import IdempotencyKey
 from bazaar.kit.pagination import Page
@@ -38,6 +40,8 @@ Seller = Annotated[Principal, Depends(require_roles("seller"))]
 Customer = Annotated[Principal, Depends(require_roles("customer"))]
 # Sellers cancel their own (while nobody bid); support, admins and services any.
 Canceller = Annotated[Principal, Depends(require_roles("seller", "support", "admin", "service"))]
+# Support's corrective actions come as the support service's client (role ``service``).
+Staff = Annotated[Principal, Depends(require_roles("support", "admin", "service"))]
 
 
 @dataclass(frozen=True)
@@ -79,9 +83,18 @@ async def list_auctions(
     viewer: OptionalPrincipal,
     status: Status | None = None,
     seller_id: uuid.UUID | None = None,
+    bidder_id: Annotated[
+        uuid.UUID | None,
+        Query(
+            description="Only auctions this user bid on, each with ``bidder_standing``: "
+            "your own id, or anyone's for support and admins (else 403)"
+        ),
+    ] = None,
 ) -> AuctionPage:
     """Auctions, newest first."""
-    return await service.list_auctions(session, page, viewer, status=status, seller_id=seller_id)
+    return await service.list_auctions(
+        session, page, viewer, status=status, seller_id=seller_id, bidder_id=bidder_id
+    )
 
 
 @router.get("/{auction_id}", response_model=AuctionRead, response_model_exclude_unset=True)
@@ -106,9 +119,13 @@ async def place_bid(
 ) -> Response:
     """Bid; ``max_amount`` makes the platform bid for you up to it (proxy bidding).
     ``leading`` says whether you lead once the automatic bids (if any) are in."""
-    await context.payment_methods.check(uuid.UUID(bidder.subject), data.payment_method_id)
-    request = service.bid_request(bidder, auction_id, data, idempotency_key)
-    answer = await context.bids.place(auction_id, request)
+    try:
+        await context.payment_methods.check(uuid.UUID(bidder.subject), data.payment_method_id)
+        request = service.bid_request(bidder, auction_id, data, idempotency_key)
+        answer = await context.bids.place(auction_id, request)
+    except DomainError as refusal:
+        metrics.bid_refused(refusal.code)
+        raise
     return Response(
         answer.body,
         status_code=answer.status_code,
@@ -138,7 +155,8 @@ async def stream(
     after: Annotated[int | None, Query(ge=0, description="As Last-Event-ID")] = None,
 ) -> StreamingResponse:
     """Server-Sent Events: ``bid``, ``extended``, ``closed``, ``settled``, ``unsold``,
-    ``cancelled`` (and ``opened``), each with the auction's new state; ``id`` is the
+    ``cancelled`` (and ``opened``, and ``settlement_retried`` when support starts a new
+    settlement round), each with the auction's new state; ``id`` is the
     auction's event sequence number. Without ``Last-Event-ID`` the stream starts with a
     ``state`` event; with it, the events missed are sent first."""
     async with context.sessions() as session:
@@ -189,3 +207,24 @@ async def cancel_auction(
 ) -> AuctionRead:
     """Cancel: its seller while nobody has bid; support and admins until it is settled."""
     return await service.cancel_auction(session, caller, auction_id, data or CancelAuction())
+
+
+@router.post(
+    "/{auction_id}/settlement/retry",
+    response_model=AuctionRead,
+    response_model_exclude_unset=True,
+    status_code=status.HTTP_202_ACCEPTED,
+)
+async def retry_settlement(
+    auction_id: uuid.UUID,
+    caller: Staff,
+    session: DbSession,
+    context: Context,
+    data: RetrySettlement | None = None,
+) -> AuctionRead:
+    """Support's retry: a new settlement round for an auction unsold because no bidder
+    could pay, or whose charge is past its deadline (409 ``settlement_not_retryable``
+    otherwise). Every eligible bidder may be charged again, highest first."""
+    return await service.retry_settlement(
+        session, caller, auction_id, data or RetrySettlement(), policy=context.policy
+    )

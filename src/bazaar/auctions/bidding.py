@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from bazaar.auctions import repository, service
+from bazaar.auctions import metrics, repository, service
 from bazaar.auctions.errors import AuctionNotFound, BidTooLow
 from bazaar.auctions.service import BidAnswer, BidBatch, BidRequest
 from bazaar.kit.errors import DomainError, IdempotencyKeyReused, ServiceUnavailable
@@ -167,8 +167,11 @@ class BidDesk:
                         decided.keep_answer(claim, body)
                         accepted_by_key[key] = (claim.request_hash, body)
             outcomes.append(outcome)
-        if decided.changed and not await decided.write(conn):
-            return False, None
+        if decided.changed:
+            if not await decided.write(conn):
+                return False, None
+            automatic = sum(1 for bid in decided.bids if bid.auto)
+            metrics.bids_accepted(len(decided.bids) - automatic, automatic)
         for waiting, outcome in zip(batch, outcomes, strict=True):
             _answer(waiting, outcome)
         return True, service.bidding_state(decided.state).minimum_bid

@@ -45,6 +45,16 @@ class NotAuctionSeller(Forbidden):
     title = "Only the auction's seller (or support) may do this"
 
 
+class SettlementNotRetryable(Conflict):
+    code = "settlement_not_retryable"
+    title = "The auction's settlement cannot be retried now"
+
+
+class BidderFilterForbidden(Forbidden):
+    code = "bidder_filter_forbidden"
+    title = "Only support and admins may list the auctions another user bid on"
+
+
 class InvalidPaymentMethod(ValidationFailed):
     code = "payment_method_invalid"
     title = "The payment method is unknown or not the caller's"

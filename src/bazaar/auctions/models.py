@@ -8,7 +8,8 @@
   the event that announced it.
 * ``auction_events``: the live stream, written in the transaction of the change it
   shows, so a client resuming with ``Last-Event-ID`` gets exactly what it missed.
-* ``settlement_attempts``: one row per ChargePayment the saga decided on.
+* ``settlement_attempts``: one row per ChargePayment the saga decided on, numbered, in
+  rounds (a round per support retry).
 """
 
 from __future__ import annotations
@@ -139,6 +140,8 @@ class Bid(Base):
     __table_args__ = (
         UniqueConstraint("auction_id", "sequence", name="uq_bids_auction_sequence"),
         CheckConstraint("amount > 0 AND max_amount >= amount", name="amounts"),
+        # "Auctions I bid on" (GET /api/auctions?bidder_id=) and a bidder's standing.
+        Index("ix_bids_bidder_auction", "bidder_id", "auction_id", "amount"),
     )
 
 
@@ -163,6 +166,8 @@ class SettlementAttempt(Base):
         UUID(as_uuid=True), ForeignKey("auctions.id"), nullable=False
     )
     attempt: Mapped[int] = mapped_column(Integer, nullable=False)
+    # The saga's round: 1, then one more for each retry support asked for (saga.py).
+    round: Mapped[int] = mapped_column(Integer, nullable=False, default=1, server_default="1")
     bidder_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
     payment_method_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
     amount: Mapped[int] = mapped_column(BigInteger, nullable=False)

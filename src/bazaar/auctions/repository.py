@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 import orjson
-from sqlalchemy import Text, cast, select, text, tuple_
+from sqlalchemy import Text, cast, exists, func, select, text, tuple_
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -380,13 +380,19 @@ async def list_auctions(
     status: str | None,
     seller_id: uuid.UUID | None,
     after: tuple[datetime, uuid.UUID] | None,
+    bidder_id: uuid.UUID | None = None,
 ) -> list[Auction]:
-    """Newest first, keyset-paginated on (created_at, id)."""
+    """Newest first, keyset-paginated on (created_at, id); ``bidder_id``: only auctions
+    that bidder has a bid on."""
     statement = select(Auction)
     if status is not None:
         statement = statement.where(Auction.status == status)
     if seller_id is not None:
         statement = statement.where(Auction.seller_id == seller_id)
+    if bidder_id is not None:
+        statement = statement.where(
+            exists().where(Bid.auction_id == Auction.id, Bid.bidder_id == bidder_id)
+        )
     if after is not None:
         statement = statement.where(tuple_(Auction.created_at, Auction.id) < tuple_(*after))
     statement = statement.order_by(Auction.created_at.desc(), Auction.id.desc()).limit(limit)
@@ -477,6 +483,33 @@ async def list_bids(
         statement = statement.where(Bid.sequence < before_sequence)
     statement = statement.order_by(Bid.sequence.desc()).limit(limit)
     return list((await session.execute(statement)).scalars())
+
+
+@dataclass(frozen=True, slots=True)
+class BidderBids:
+    """One bidder's bids on one auction, summed up."""
+
+    auction_id: uuid.UUID
+    best_amount: int
+    bids: int
+    last_bid_at: datetime
+
+
+async def bids_of_bidder(
+    session: AsyncSession, bidder_id: uuid.UUID, auction_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, BidderBids]:
+    """The bidder's highest bid, bid count and last bid time on each of ``auction_ids``."""
+    if not auction_ids:
+        return {}
+    rows = await session.execute(
+        select(Bid.auction_id, func.max(Bid.amount), func.count(), func.max(Bid.created_at))
+        .where(Bid.bidder_id == bidder_id, Bid.auction_id.in_(auction_ids))
+        .group_by(Bid.auction_id)
+    )
+    return {
+        auction_id: BidderBids(auction_id, best, count, last)
+        for auction_id, best, count, last in rows
+    }
 
 
 async def best_bid_per_bidder(session: AsyncSession, auction_id: uuid.UUID) -> list[Candidate]:

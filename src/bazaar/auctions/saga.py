@@ -22,7 +22,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 
@@ -96,6 +96,23 @@ ATTEMPT_STATUS_AFTER: dict[Action, AttemptStatus] = {
 }
 
 
+class RetryMove(StrEnum):
+    """What support's retry does to an auction."""
+
+    NEW_ROUND = "new_round"  # unsold, nobody could pay: charge the bidders again, highest first
+    RESTART = "restart"  # closing, its charge past its deadline: give that charge up, new round
+    REFUSE = "refuse"  # nothing to retry: settled, cancelled, still open, or unsold for good
+
+
+# Support's retry, as a table: (status, status_reason) -> move. Whatever is not here is
+# refused: settled and cancelled auctions, open and scheduled ones, and those unsold for
+# no bids or a reserve not met (a new round would find nobody to charge).
+RETRY_MOVES: dict[tuple[str, str | None], RetryMove] = {
+    ("unsold", UnsoldReason.NO_PAYABLE_BIDDER): RetryMove.NEW_ROUND,
+    ("closing", None): RetryMove.RESTART,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class SettlementPolicy:
     charge_timeout: timedelta = timedelta(seconds=30)
@@ -159,3 +176,42 @@ def next_candidate(
         and (reserve_price is None or candidate.amount >= reserve_price)
     ]
     return max(eligible, key=lambda candidate: candidate.amount, default=None)
+
+
+def retry_move(
+    *,
+    status: str,
+    status_reason: str | None,
+    awaited_since: datetime | None,
+    now: datetime,
+    policy: SettlementPolicy,
+) -> RetryMove:
+    """Support's retry of an auction's settlement (``awaited_since``: when the charge the
+    saga waits for was first sent, for a closing auction). A closing auction is retried
+    only once its charge is past its first deadline: before that the saga is on time."""
+    move = RETRY_MOVES.get((status, status_reason), RetryMove.REFUSE)
+    if (
+        move is RetryMove.RESTART
+        and awaited_since is not None
+        and now - awaited_since < policy.charge_timeout
+    ):
+        return RetryMove.REFUSE
+    return move
+
+
+def current_round(rounds: Iterable[int]) -> int:
+    """The round the saga is in, from its attempts' rounds (1 before any attempt)."""
+    return max(rounds, default=1)
+
+
+def round_candidates(
+    best_bids: Iterable[Candidate], attempted: Iterable[Candidate]
+) -> list[Candidate]:
+    """Whom a round may charge: each bidder once, at the highest amount they bid or were
+    charged before (a buy-now buyer is charged the buy-now price again, not a bid)."""
+    chosen: dict[uuid.UUID, Candidate] = {}
+    for candidate in (*best_bids, *attempted):
+        known = chosen.get(candidate.bidder_id)
+        if known is None or candidate.amount > known.amount:
+            chosen[candidate.bidder_id] = candidate
+    return list(chosen.values())

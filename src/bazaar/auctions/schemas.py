@@ -40,6 +40,16 @@ class AuctionCreate(BaseModel):
     max_extensions: Annotated[int, Field(strict=True, ge=0, le=100_000)] | None = None
 
 
+class BidderStanding(BaseModel):
+    """Where one bidder stands on an auction (in lists filtered by ``bidder_id``)."""
+
+    bidder_id: uuid.UUID
+    best_amount: int = Field(description="The bidder's highest accepted bid, automatic ones too")
+    bids: int = Field(description="How many of the auction's bids are the bidder's")
+    leading: bool = Field(description="The bidder holds the highest bid now")
+    last_bid_at: datetime
+
+
 class AuctionRead(BaseModel):
     id: uuid.UUID
     seller_id: uuid.UUID
@@ -65,6 +75,9 @@ class AuctionRead(BaseModel):
     payment_id: uuid.UUID | None
     created_at: datetime
     updated_at: datetime
+    bidder_standing: BidderStanding | None = Field(
+        default=None, description="Only in lists filtered by bidder_id"
+    )
 
 
 class AuctionPage(BaseModel):
@@ -109,6 +122,12 @@ class BuyNow(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     payment_method_id: uuid.UUID
+
+
+class RetrySettlement(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)] | None = None
 
 
 class CancelAuction(BaseModel):

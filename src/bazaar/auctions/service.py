@@ -24,15 +24,17 @@ import asyncpg
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bazaar.auctions import repository, rules, saga
+from bazaar.auctions import metrics, repository, rules, saga
 from bazaar.auctions.errors import (
     AuctionHasBids,
     AuctionNotCancellable,
     AuctionNotFound,
     AuctionNotOpen,
+    BidderFilterForbidden,
     BuyNowUnavailable,
     NotAuctionSeller,
     OwnAuction,
+    SettlementNotRetryable,
 )
 from bazaar.auctions.models import Auction, AuctionSnapshot, Bid, SettlementAttempt
 from bazaar.auctions.repository import NewBid, Outgoing, StreamRow
@@ -41,10 +43,12 @@ from bazaar.auctions.schemas import (
     AuctionPage,
     AuctionRead,
     BidCreate,
+    BidderStanding,
     BidPage,
     BidRead,
     BuyNow,
     CancelAuction,
+    RetrySettlement,
 )
 from bazaar.contracts import payments
 from bazaar.contracts.auctions import (
@@ -212,15 +216,23 @@ def may_see_secrets(viewer: Principal | None, seller_id: uuid.UUID) -> bool:
     return viewer is not None and (viewer.subject == str(seller_id) or viewer.has_any(STAFF))
 
 
-def auction_read(auction: Auction, viewer: Principal | None) -> AuctionRead:
+# AuctionRead's fields that are not the auction row's own columns.
+_DERIVED_FIELDS = frozenset({"reserve_met", "reserve_price", "bidder_standing"})
+
+
+def auction_read(
+    auction: Auction, viewer: Principal | None, *, standing: BidderStanding | None = None
+) -> AuctionRead:
     fields: dict[str, Any] = {
         name: getattr(auction, name)
         for name in AuctionRead.model_fields
-        if name not in ("reserve_met", "reserve_price")
+        if name not in _DERIVED_FIELDS
     }
     fields["reserve_met"] = rules.reserve_met(auction.reserve_price, auction.current_price)
     if may_see_secrets(viewer, auction.seller_id):
         fields["reserve_price"] = auction.reserve_price
+    if standing is not None:
+        fields["bidder_standing"] = standing
     return AuctionRead(**fields)
 
 
@@ -254,19 +266,56 @@ async def list_auctions(
     *,
     status: str | None,
     seller_id: uuid.UUID | None,
+    bidder_id: uuid.UUID | None = None,
 ) -> AuctionPage:
+    """Auctions, newest first; ``bidder_id``: those that user bid on, each with where the
+    bidder stands (a user may ask about themselves only; support and admins about anyone)."""
+    if bidder_id is not None and not may_list_bids_of(viewer, bidder_id):
+        raise BidderFilterForbidden()
     after = None
     if page.cursor:
         created_at, last_id = decode_cursor(page.cursor, 2)
         after = (_cursor_part(datetime.fromisoformat, created_at), _cursor_part(uuid.UUID, last_id))
     found = await repository.list_auctions(
-        session, limit=page.limit + 1, status=status, seller_id=seller_id, after=after
+        session,
+        limit=page.limit + 1,
+        status=status,
+        seller_id=seller_id,
+        after=after,
+        bidder_id=bidder_id,
     )
     items = found[: page.limit]
     next_cursor = None
     if len(found) > page.limit:
         next_cursor = encode_cursor(items[-1].created_at.isoformat(), str(items[-1].id))
-    return AuctionPage(items=[auction_read(a, viewer) for a in items], next_cursor=next_cursor)
+    if bidder_id is None:
+        return AuctionPage(items=[auction_read(a, viewer) for a in items], next_cursor=next_cursor)
+    bids = await repository.bids_of_bidder(session, bidder_id, [a.id for a in items])
+    return AuctionPage(
+        items=[
+            auction_read(a, viewer, standing=_standing(a, bidder_id, bids.get(a.id))) for a in items
+        ],
+        next_cursor=next_cursor,
+    )
+
+
+def may_list_bids_of(viewer: Principal | None, bidder_id: uuid.UUID) -> bool:
+    return viewer is not None and (viewer.subject == str(bidder_id) or viewer.has_any(STAFF))
+
+
+def _standing(
+    auction: Auction, bidder_id: uuid.UUID, bids: repository.BidderBids | None
+) -> BidderStanding | None:
+    if bids is None:
+        return None  # the bids were read a moment after the list: cannot be, but be safe
+    return BidderStanding(
+        bidder_id=bidder_id,
+        best_amount=bids.best_amount,
+        bids=bids.bids,
+        # The price is always the leader's last bid, so the leader holds the highest bid.
+        leading=auction.leader_id == bidder_id,
+        last_bid_at=bids.last_bid_at,
+    )
 
 
 async def list_bids(
@@ -707,9 +756,9 @@ async def close_auction(
         )
     )
     if auction.bid_count == 0 or auction.leader_id is None:
-        _mark_unsold(auction, saga.UnsoldReason.NO_BIDS, news)
+        _mark_unsold(session, auction, saga.UnsoldReason.NO_BIDS, news)
     elif not met:
-        _mark_unsold(auction, saga.UnsoldReason.RESERVE_NOT_MET, news)
+        _mark_unsold(session, auction, saga.UnsoldReason.RESERVE_NOT_MET, news)
     else:
         assert auction.current_price is not None and auction.leader_payment_method_id is not None
         leader = saga.Candidate(
@@ -777,6 +826,7 @@ async def record_payment_outcome(
             ),
             user_id=attempt.bidder_id,
         )
+        metrics.count_on_commit(session, "settled", _settled_reason(attempt))
     elif action is saga.Action.NEXT_BIDDER:
         attempt.failure_code = failure_code
         await _charge_next_bidder(session, auction, news, policy)
@@ -829,22 +879,110 @@ async def chase_settlements(
     return len(due)
 
 
+async def retry_settlement(
+    session: AsyncSession,
+    caller: Principal,
+    auction_id: uuid.UUID,
+    data: RetrySettlement,
+    *,
+    policy: saga.SettlementPolicy,
+) -> AuctionRead:
+    """Support's retry (saga.retry_move): a new settlement round for an auction unsold
+    because no bidder could pay, or for one whose awaited charge is past its deadline
+    (that charge is given up and cancelled first). The round charges the eligible
+    bidders again, highest first, each with the payment method they bid with."""
+    auction = await repository.get_auction(session, auction_id, for_update=True)
+    if auction is None:
+        raise AuctionNotFound()
+    now = utcnow()
+    awaited = None
+    if auction.settlement_payment_id is not None:
+        awaited = await repository.get_attempt(session, auction.settlement_payment_id)
+    move = saga.retry_move(
+        status=auction.status,
+        status_reason=auction.status_reason,
+        awaited_since=None if awaited is None else awaited.created_at,
+        now=now,
+        policy=policy,
+    )
+    if move is saga.RetryMove.REFUSE:
+        raise SettlementNotRetryable(_not_retryable_detail(auction))
+    news = Announcements(AuctionSnapshot.of(auction), now)
+    retried_because = auction.status_reason or "charge_overdue"
+    if move is saga.RetryMove.RESTART and awaited is not None:
+        awaited.status = saga.AttemptStatus.ABANDONED
+        awaited.failure_code = "settlement_retried"
+        awaited.updated_at = now
+        news.publish(
+            payments.CancelPayment(payment_id=awaited.payment_id, reason="settlement_retried"),
+            key=str(awaited.payment_id),
+        )
+    attempts = await repository.attempts_of(session, auction.id)
+    new_round = saga.current_round(attempt.round for attempt in attempts) + 1
+    auction.status = "closing"
+    auction.status_reason = None
+    auction.updated_at = now
+    news.stream(
+        "settlement_retried", AuctionSnapshot.of(auction), round=new_round, reason=retried_because
+    )
+    metrics.count_on_commit(session, "retried", retried_because)
+    await _charge_next_bidder(
+        session,
+        auction,
+        news,
+        policy,
+        new_round=new_round,
+        retry_reason=data.reason,
+    )
+    await _save(session, auction, news)
+    return auction_read(auction, caller)
+
+
+def _not_retryable_detail(auction: Auction) -> str:
+    if auction.status == "unsold":
+        return f"The auction is unsold ({auction.status_reason}): there is nobody to charge"
+    if auction.status == "closing":
+        return "The auction's settlement is under way and not past its deadline yet"
+    return f"The auction is {auction.status}"
+
+
 async def _charge_next_bidder(
     session: AsyncSession,
     auction: Auction,
     news: Announcements,
     policy: saga.SettlementPolicy,
+    *,
+    new_round: int | None = None,
+    retry_reason: str | None = None,
 ) -> None:
+    """Charge the highest eligible bidder not tried in this round (``new_round``: start
+    that round), or mark the auction unsold when nobody is left."""
     attempts = await repository.attempts_of(session, auction.id)
+    round_ = new_round or saga.current_round(attempt.round for attempt in attempts)
     candidate = saga.next_candidate(
-        await repository.best_bid_per_bidder(session, auction.id),
-        tried={attempt.bidder_id for attempt in attempts},
+        saga.round_candidates(
+            await repository.best_bid_per_bidder(session, auction.id),
+            [
+                saga.Candidate(attempt.bidder_id, attempt.amount, attempt.payment_method_id)
+                for attempt in attempts
+            ],
+        ),
+        tried={attempt.bidder_id for attempt in attempts if attempt.round == round_},
         reserve_price=auction.reserve_price,
     )
     if candidate is None:
-        _mark_unsold(auction, saga.UnsoldReason.NO_PAYABLE_BIDDER, news)
+        _mark_unsold(session, auction, saga.UnsoldReason.NO_PAYABLE_BIDDER, news)
     else:
-        await _start_attempt(session, auction, candidate, news, policy, number=len(attempts) + 1)
+        await _start_attempt(
+            session,
+            auction,
+            candidate,
+            news,
+            policy,
+            number=len(attempts) + 1,
+            round_=round_,
+            retry_reason=retry_reason,
+        )
 
 
 async def _start_attempt(
@@ -855,6 +993,8 @@ async def _start_attempt(
     policy: saga.SettlementPolicy,
     *,
     number: int | None = None,
+    round_: int = 1,
+    retry_reason: str | None = None,
 ) -> None:
     if number is None:
         number = len(await repository.attempts_of(session, auction.id)) + 1
@@ -862,6 +1002,7 @@ async def _start_attempt(
         payment_id=uuid.uuid4(),
         auction_id=auction.id,
         attempt=number,
+        round=round_,
         bidder_id=candidate.bidder_id,
         payment_method_id=candidate.payment_method_id,
         amount=candidate.amount,
@@ -880,6 +1021,8 @@ async def _start_attempt(
             amount=candidate.amount,
             payment_id=attempt.payment_id,
             attempt=number,
+            round=round_,
+            retry_reason=retry_reason,
         ),
         user_id=candidate.bidder_id,
     )
@@ -902,7 +1045,9 @@ def _charge_of(attempt: SettlementAttempt, currency: str) -> payments.ChargePaym
     )
 
 
-def _mark_unsold(auction: Auction, reason: saga.UnsoldReason, news: Announcements) -> None:
+def _mark_unsold(
+    session: AsyncSession, auction: Auction, reason: saga.UnsoldReason, news: Announcements
+) -> None:
     auction.status = "unsold"
     auction.status_reason = reason.value
     _end_settlement(auction)
@@ -910,6 +1055,13 @@ def _mark_unsold(auction: Auction, reason: saga.UnsoldReason, news: Announcement
     state = AuctionSnapshot.of(auction)
     news.stream("unsold", state)
     news.publish(AuctionUnsold(**_event_fields(state, news.now), reason=reason.value))
+    metrics.count_on_commit(session, "unsold", reason.value)
+
+
+def _settled_reason(attempt: SettlementAttempt) -> str:
+    if attempt.round > 1:
+        return "retry"
+    return "winner" if attempt.attempt == 1 else "second_chance"
 
 
 def _end_settlement(auction: Auction) -> None:

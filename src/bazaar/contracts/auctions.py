@@ -65,7 +65,9 @@ class AuctionClosed(AuctionEvent):
 
 
 class SettlementAttempted(AuctionEvent):
-    """The settlement saga asked payments to charge a candidate winner."""
+    """The settlement saga asked payments to charge a candidate winner. ``round``: 1, and
+    one more for each retry support asked for; ``retry_reason``: that retry's reason, on
+    the first attempt of its round."""
 
     TYPE = "bazaar.auctions.settlement.attempted"
 
@@ -73,6 +75,8 @@ class SettlementAttempted(AuctionEvent):
     amount: int
     payment_id: UUID
     attempt: int
+    round: int = 1
+    retry_reason: str | None = None
 
 
 class AuctionSettled(AuctionEvent):

@@ -167,3 +167,73 @@ async def test_unknown_auctions_are_404(market: Auctions) -> None:
         assert response.status_code == 404, path
     bid = await market.bid(str(missing), market.user(), 1000)
     assert bid.status_code == 404
+
+
+async def test_a_bidder_lists_the_auctions_they_bid_on_with_where_they_stand(
+    market: Auctions,
+) -> None:
+    seller, me, rival = market.seller(), market.user(), market.user()
+    leading = await market.create(seller, title="Leading")
+    outbid = await market.create(seller, title="Outbid")
+    await market.create(seller, title="Never bid on")
+    assert (await market.bid(leading["id"], rival, 1000)).status_code == 201
+    assert (await market.bid(leading["id"], me, 1200)).status_code == 201
+    assert (await market.bid(outbid["id"], me, 1000, replica=1)).status_code == 201
+    assert (await market.bid(outbid["id"], me, 1500, replica=1)).status_code == 201
+    assert (await market.bid(outbid["id"], rival, 2000)).status_code == 201
+
+    response = await market.reader.get(
+        AUCTIONS, params={"bidder_id": str(me.id)}, headers=me.headers
+    )
+    assert response.status_code == 200, response.text
+    page = response.json()
+    assert [a["title"] for a in page["items"]] == ["Outbid", "Leading"]
+    standings = {a["title"]: a["bidder_standing"] for a in page["items"]}
+    assert standings["Outbid"]["best_amount"] == 1500
+    assert standings["Outbid"]["bids"] == 2
+    assert standings["Outbid"]["leading"] is False
+    assert standings["Leading"] == {
+        **standings["Leading"],
+        "bidder_id": str(me.id),
+        "best_amount": 1200,
+        "bids": 1,
+        "leading": True,
+    }
+    # Plain lists carry no standing.
+    plain = await market.reader.get(AUCTIONS, headers=me.headers)
+    assert all("bidder_standing" not in a for a in plain.json()["items"])
+
+    # Cursor pages, as the plain list; combined with the status filter.
+    first = await market.reader.get(
+        AUCTIONS, params={"bidder_id": str(me.id), "limit": "1"}, headers=me.headers
+    )
+    assert [a["title"] for a in first.json()["items"]] == ["Outbid"]
+    rest = await market.reader.get(
+        AUCTIONS,
+        params={"bidder_id": str(me.id), "limit": "1", "cursor": first.json()["next_cursor"]},
+        headers=me.headers,
+    )
+    assert [a["title"] for a in rest.json()["items"]] == ["Leading"]
+    assert rest.json()["next_cursor"] is None
+    closed = await market.reader.get(
+        AUCTIONS, params={"bidder_id": str(me.id), "status": "settled"}, headers=me.headers
+    )
+    assert closed.json()["items"] == []
+
+
+async def test_only_the_bidder_support_and_admins_list_a_bidders_auctions(
+    market: Auctions,
+) -> None:
+    me = market.user()
+    auction = await market.create(market.seller())
+    assert (await market.bid(auction["id"], me, 1000)).status_code == 201
+    params = {"bidder_id": str(me.id)}
+    for viewer in (market.support(), market.user("customer", "admin")):
+        seen = await market.reader.get(AUCTIONS, params=params, headers=viewer.headers)
+        assert seen.status_code == 200
+        assert [a["id"] for a in seen.json()["items"]] == [auction["id"]]
+    stranger = await market.reader.get(AUCTIONS, params=params, headers=market.user().headers)
+    assert stranger.status_code == 403
+    assert stranger.json()["code"] == "bidder_filter_forbidden"
+    anonymous = await market.reader.get(AUCTIONS, params=params)
+    assert anonymous.status_code == 403

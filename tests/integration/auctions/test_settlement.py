@@ -4,10 +4,12 @@ re-sends; money taken for a charge nobody waits for any more is given back."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
 import pytest
+from httpx import Response
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -223,3 +225,170 @@ async def test_support_cancelling_a_settling_auction_cancels_its_charge(
         message="the refund of a cancelled auction's payment",
     )
     assert (await market.get(auction_id))["status"] == "cancelled"
+
+
+# --- support's retry ------------------------------------------------------------------
+
+
+async def retry(market: Auctions, auction_id: str, caller: User, replica: int = 0) -> Response:
+    return await market.clients[replica].post(
+        f"{AUCTIONS}/{auction_id}/settlement/retry",
+        json={"reason": "the winner added a new card"},
+        headers=caller.headers,
+    )
+
+
+async def test_support_retries_an_auction_nobody_could_pay_for_and_it_settles(
+    market: Auctions,
+) -> None:
+    auction_id, (_second, first) = await closed_with_bids(market, [1000, 1100])
+    for n in range(2):
+        charges = await market.payments.charges(auction_id, n + 1)
+        await market.payments.answer(charges[n], failure_code="card_declined")
+    await market.wait_status(auction_id, "unsold", timeout=20)
+
+    retried = await retry(market, auction_id, market.support(), replica=1)
+    assert retried.status_code == 202, retried.text
+    assert retried.json()["status"] == "closing"
+    assert retried.json()["status_reason"] is None
+    # A new round: the highest bidder first again, with a new payment.
+    charges = await market.payments.charges(auction_id, 3)
+    assert charges[2].user_id == first.id and charges[2].amount == 1100
+    assert charges[2].payment_id not in {charges[0].payment_id, charges[1].payment_id}
+    await market.payments.answer(charges[2])
+    settled = await market.wait_status(auction_id, "settled", timeout=20)
+    assert settled["winner_id"] == str(first.id) and settled["final_price"] == 1100
+    assert settled["payment_id"] == str(charges[2].payment_id)
+
+    events = await read_topic(
+        market.platform,
+        contract.TOPIC,
+        until=lambda seen: any(
+            e.type == contract.AuctionSettled.TYPE and e.subject == auction_id for e in seen
+        ),
+    )
+    attempted = [
+        a for a in of_type(events, contract.SettlementAttempted) if str(a.auction_id) == auction_id
+    ]
+    assert [(a.attempt, a.round) for a in attempted] == [(1, 1), (2, 1), (3, 2)]
+    assert attempted[2].retry_reason == "the winner added a new card"
+    # Settled after an earlier unsold: the retry is over, a second one is refused.
+    again = await retry(market, auction_id, market.support())
+    assert again.status_code == 409 and again.json()["code"] == "settlement_not_retryable"
+
+
+async def test_a_retried_round_that_fails_again_ends_unsold_again(market: Auctions) -> None:
+    auction_id, (bidder,) = await closed_with_bids(market, [1000])
+    (charge,) = await market.payments.charges(auction_id, 1)
+    await market.payments.answer(charge, failure_code="card_declined")
+    await market.wait_status(auction_id, "unsold", timeout=20)
+    assert (await retry(market, auction_id, market.support())).status_code == 202
+    second = (await market.payments.charges(auction_id, 2))[1]
+    assert second.user_id == bidder.id and second.payment_id != charge.payment_id
+    await market.payments.answer(second, failure_code="card_declined")
+
+    async def unsold_again() -> dict[str, object] | None:
+        auction = await market.get(auction_id)
+        return auction if auction["status"] == "unsold" else None
+
+    unsold = await wait_for(unsold_again, timeout=20, message="unsold after the retry")
+    assert unsold["status_reason"] == "no_payable_bidder"
+
+
+async def test_what_cannot_be_retried_is_refused(market: Auctions) -> None:
+    support = market.support()
+    seller = market.seller()
+    no_bids = await market.create(seller)
+    await market.end_now(no_bids["id"])
+    await market.wait_status(no_bids["id"], "unsold")
+    reserve = await market.create(seller, reserve_price=9000)
+    assert (await market.bid(reserve["id"], market.user(), 1000)).status_code == 201
+    await market.end_now(reserve["id"])
+    await market.wait_status(reserve["id"], "unsold")
+    still_open = await market.create(seller)
+    # Closing, its first charge still within its deadline (30 s).
+    settling, _ = await closed_with_bids(market, [1000])
+    await market.wait_status(settling, "closing")
+    for auction_id in (no_bids["id"], reserve["id"], still_open["id"], settling):
+        refused = await retry(market, auction_id, support)
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["code"] == "settlement_not_retryable"
+    # Only support, admins and services may retry; nor is an unknown auction found.
+    customer = await retry(market, settling, market.user())
+    assert customer.status_code == 403
+    unknown = await retry(market, str(uuid.uuid4()), support)
+    assert unknown.status_code == 404
+
+
+@pytest.fixture
+async def stuck_market(
+    auctions_database: URL,
+    auctions_engine: AsyncEngine,
+    platform_settings: PlatformSettings,
+    token_issuer: TokenIssuer,
+    payment_methods: PaymentMethodsStandIn,
+) -> AsyncIterator[Auctions]:
+    """Replicas whose saga waits 1 s for a charge and then keeps sending it."""
+    async with two_replicas(
+        auctions_database,
+        auctions_engine,
+        platform_settings,
+        token_issuer,
+        payment_methods,
+        settlement_charge_timeout_seconds=1.0,
+        settlement_max_sends=1000,
+    ) as replicas:
+        yield replicas
+
+
+async def test_support_restarts_a_settlement_whose_charge_is_overdue(
+    stuck_market: Auctions,
+) -> None:
+    market = stuck_market
+    auction_id, (_low, high) = await closed_with_bids(market, [1000, 1100])
+    (first, *_) = await market.payments.charges(auction_id, 2, timeout=30)  # sent twice
+    retried = await retry(market, auction_id, market.support())
+    assert retried.status_code == 202, retried.text
+
+    def commands_after_retry(seen: list[Envelope]) -> bool:
+        charges = of_type(seen, payments.ChargePayment)
+        return any(c.payment_id != first.payment_id for c in charges) and bool(
+            of_type(seen, payments.CancelPayment)
+        )
+
+    commands = await wait_for(
+        lambda: _commands_if(market, auction_id, commands_after_retry),
+        timeout=30,
+        interval=0.5,
+        message="the overdue charge cancelled and a new one sent",
+    )
+    (cancel, *_) = of_type(commands, payments.CancelPayment)
+    assert cancel.payment_id == first.payment_id and cancel.reason == "settlement_retried"
+    fresh = next(
+        c for c in of_type(commands, payments.ChargePayment) if c.payment_id != first.payment_id
+    )
+    assert fresh.user_id == high.id and fresh.amount == 1100
+    await market.payments.answer(fresh)
+    settled = await market.wait_status(auction_id, "settled", timeout=20)
+    assert settled["payment_id"] == str(fresh.payment_id)
+    # The given-up charge goes through after all: it is stale, its money is given back.
+    await market.payments.answer(first)
+    await wait_for(
+        lambda: _commands_if(
+            market,
+            auction_id,
+            lambda seen: any(
+                c.reason == "settlement_superseded" for c in of_type(seen, payments.CancelPayment)
+            ),
+        ),
+        timeout=30,
+        interval=0.5,
+        message="the refund of the given-up charge",
+    )
+
+
+async def _commands_if(
+    market: Auctions, auction_id: str, condition: Callable[[list[Envelope]], bool]
+) -> list[Envelope] | None:
+    commands = await market.payments.commands(auction_id, 1)
+    return commands if condition(commands) else None

@@ -58,6 +58,9 @@ class FakePlatform:
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     requests: list[tuple[str, str, bytes, dict[str, str]]] = field(default_factory=list)
+    # None: auctions is down (503); else the auctions listed, each with "bidders" (ids of
+    # users who bid) and, per bidder, a "standings" entry.
+    auctions: list[dict[str, Any]] | None = None
     refresh_grants: int = 0
     revoked_families: set[str] = field(default_factory=set)
     server: TestServer | None = None
@@ -324,4 +327,21 @@ class FakePlatform:
         return web.json_response(order)
 
     async def _auctions(self, request: web.Request) -> web.Response:
-        return problem(503, "service_unavailable", "No replica of auctions is available")
+        if self.auctions is None:
+            return problem(503, "service_unavailable", "No replica of auctions is available")
+        status = request.query.get("status")
+        bidder = request.query.get("bidder_id")
+        caller = self._caller(request)
+        if bidder is not None and (caller is None or caller.id != bidder):
+            return problem(403, "bidder_filter_forbidden", "Not your bids")
+        items = []
+        for auction in self.auctions:
+            if status and auction["status"] != status:
+                continue
+            shown = {k: v for k, v in auction.items() if k not in ("bidders", "standings")}
+            if bidder is not None:
+                if bidder not in auction.get("bidders", []):
+                    continue
+                shown["bidder_standing"] = auction["standings"][bidder]
+            items.append(shown)
+        return web.json_response({"items": items, "next_cursor": None})

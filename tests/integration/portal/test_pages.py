@@ -366,3 +366,60 @@ async def test_sign_in_tells_auth_the_browsers_address_not_the_portals(
     )
     sent = [headers for _, path, _, headers in fake.requests if path == "/api/auth/token"]
     assert sent[-1]["X-Forwarded-For"] == "203.0.113.9"
+
+
+def an_auction(title: str, status: str, **fields: object) -> dict[str, object]:
+    return {
+        "id": str(uuid.uuid4()),
+        "title": title,
+        "status": status,
+        "currency": "USD",
+        "starting_price": 1000,
+        "min_increment": 100,
+        "current_price": 2500,
+        "bid_count": 3,
+        "ends_at": "2026-11-30T10:00:00Z",
+        "winner_id": None,
+        "final_price": None,
+        **fields,
+    }
+
+
+async def test_my_bids_lists_the_auctions_i_bid_on_through_the_bidder_filter(
+    portal: httpx.AsyncClient, fake: FakePlatform
+) -> None:
+    me = fake.add_user(EMAIL)
+    other = str(uuid.uuid4())
+
+    def standing(best: int, leading: bool) -> dict[str, object]:
+        return {
+            "bidder_id": me.id,
+            "best_amount": best,
+            "bids": 1,
+            "leading": leading,
+            "last_bid_at": "2026-11-25T10:00:00Z",
+        }
+
+    fake.auctions = [
+        an_auction("Gramophone", "open", bidders=[me.id], standings={me.id: standing(2500, True)}),
+        an_auction("Sextant", "open", bidders=[me.id], standings={me.id: standing(1800, False)}),
+        an_auction("Not mine", "open", bidders=[other], standings={}),
+        an_auction(
+            "Barometer",
+            "settled",
+            winner_id=me.id,
+            final_price=4200,
+            bidders=[me.id],
+            standings={me.id: standing(4200, True)},
+        ),
+    ]
+    await sign_in(portal, EMAIL)
+    page = await portal.get("/auctions/my-bids")
+    assert page.status_code == 200, page.text
+    assert "Gramophone" in page.text and "Sextant" in page.text and "Barometer" in page.text
+    assert "Not mine" not in page.text
+    assert "$18.00" in page.text and "$42.00" in page.text
+    assert page.text.count("Leading") == 1 and page.text.count("Outbid") == 1
+    # One filtered list per section, not a scan of every open auction's bids.
+    asked = [r for r in fake.requests if r[1].startswith("/api/auctions")]
+    assert {r[1] for r in asked} == {"/api/auctions"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -96,3 +97,71 @@ def test_the_next_candidate_is_the_highest_untried_bidder_meeting_the_reserve() 
     assert saga.next_candidate(best, tried={ANN, BOB}, reserve_price=3500) is None
     assert saga.next_candidate(best, tried={ANN, BOB, CAT}, reserve_price=None) == best[3]
     assert saga.next_candidate([], tried=set(), reserve_price=None) is None
+
+
+# --- support's retry ------------------------------------------------------------------
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+def retry(
+    status: str, reason: str | None = None, *, awaited_for: timedelta | None = None
+) -> saga.RetryMove:
+    return saga.retry_move(
+        status=status,
+        status_reason=reason,
+        awaited_since=None if awaited_for is None else NOW - awaited_for,
+        now=NOW,
+        policy=POLICY,
+    )
+
+
+def test_an_auction_nobody_could_pay_for_gets_a_new_round() -> None:
+    assert retry("unsold", "no_payable_bidder") is saga.RetryMove.NEW_ROUND
+
+
+def test_a_charge_past_its_deadline_is_given_up_for_a_new_round() -> None:
+    overdue = POLICY.charge_timeout + timedelta(seconds=1)
+    assert retry("closing", awaited_for=overdue) is saga.RetryMove.RESTART
+    assert retry("closing", awaited_for=POLICY.charge_timeout) is saga.RetryMove.RESTART
+
+
+def test_a_settlement_still_within_its_deadline_is_left_alone() -> None:
+    assert retry("closing", awaited_for=timedelta(seconds=1)) is saga.RetryMove.REFUSE
+
+
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [
+        ("settled", None),
+        ("cancelled", "support_action"),
+        ("cancelled", "seller_request"),
+        ("unsold", "no_bids"),
+        ("unsold", "reserve_not_met"),
+        ("open", None),
+        ("scheduled", None),
+    ],
+)
+def test_nothing_else_is_retried(status: str, reason: str | None) -> None:
+    assert retry(status, reason) is saga.RetryMove.REFUSE
+
+
+def test_every_retryable_state_is_in_the_table() -> None:
+    assert set(saga.RETRY_MOVES) == {("unsold", "no_payable_bidder"), ("closing", None)}
+
+
+def test_rounds_start_at_one_and_only_the_current_round_counts_as_tried() -> None:
+    assert saga.current_round([]) == 1
+    assert saga.current_round([1, 1, 2, 2]) == 2
+    best = [candidate(ANN, 5000), candidate(BOB, 4000)]
+    # Round 1 tried both; round 2 tried nobody yet: the highest bidder is first again.
+    assert saga.next_candidate(best, tried=set(), reserve_price=None) == best[0]
+
+
+def test_a_round_charges_a_buy_now_buyer_the_buy_now_price_again() -> None:
+    bids = [candidate(ANN, 3000), candidate(BOB, 2000)]
+    buy_now = candidate(CAT, 8000)
+    pool = saga.round_candidates(bids, [buy_now, bids[0]])
+    assert sorted(pool, key=lambda c: -c.amount) == [buy_now, *bids]
+    assert saga.next_candidate(pool, tried=set(), reserve_price=None) == buy_now
+    assert saga.next_candidate(pool, tried={CAT}, reserve_price=None) == bids[0]

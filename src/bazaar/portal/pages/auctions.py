@@ -48,8 +48,8 @@ AUCTION_FIELDS = (
     "max_extensions",
 )
 DURATION_UNITS = {"minutes": 60, "hours": 3600, "days": 86400}
-# "My bids" scans this many open auctions (the API has no filter by bidder yet).
-MY_BIDS_SCAN = 50
+# "My bids" shows this many of the newest auctions I bid on (open; and settled, for won).
+MY_BIDS_LIMIT = 100
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 
@@ -99,35 +99,32 @@ async def auctions(
 
 @router.get("/auctions/my-bids", name="my_bids")
 async def my_bids(request: Request, portal: PortalDep, session: UserSession) -> Response:
-    """Open auctions I bid on (scanning the newest open ones) and auctions I won."""
+    """Open auctions I bid on, with where I stand, and auctions I won (the API's filter by
+    bidder: ``GET /api/auctions?bidder_id=``)."""
     client = portal.client
-    open_page, won_page = await asyncio.gather(
-        client.get("/api/auctions", session, status="open", limit=MY_BIDS_SCAN),
-        client.get("/api/auctions", session, status="settled", limit=100),
+    open_page, settled_page = await asyncio.gather(
+        client.get(
+            "/api/auctions", session, bidder_id=session.user_id, status="open", limit=MY_BIDS_LIMIT
+        ),
+        client.get(
+            "/api/auctions",
+            session,
+            bidder_id=session.user_id,
+            status="settled",
+            limit=MY_BIDS_LIMIT,
+        ),
     )
-    gate = asyncio.Semaphore(8)
-
-    async def mine(auction: dict[str, Any]) -> dict[str, Any] | None:
-        async with gate:
-            bids = await client.get(f"/api/auctions/{auction['id']}/bids", session, limit=100)
-        items = bids.get("items", [])
-        own = [bid for bid in items if str(bid.get("bidder_id")) == session.user_id]
-        if not own:
-            return None
-        leading = bool(items) and str(items[0].get("bidder_id")) == session.user_id
-        return {
+    bidding = [
+        {
             "auction": auction,
-            "my_best": max(bid["amount"] for bid in own),
-            "leading": leading,
+            "my_best": auction["bidder_standing"]["best_amount"],
+            "leading": bool(auction["bidder_standing"]["leading"]),
         }
-
-    found = await asyncio.gather(*(mine(auction) for auction in open_page.get("items", [])))
-    won = [a for a in won_page.get("items", []) if str(a.get("winner_id")) == session.user_id]
-    return portal.pages.render(
-        request,
-        "auctions/my_bids.html",
-        {"bidding": [row for row in found if row is not None], "won": won},
-    )
+        for auction in open_page.get("items", [])
+        if auction.get("bidder_standing")
+    ]
+    won = [a for a in settled_page.get("items", []) if str(a.get("winner_id")) == session.user_id]
+    return portal.pages.render(request, "auctions/my_bids.html", {"bidding": bidding, "won": won})
 
 
 @router.get("/auctions/selling", name="my_auctions")
