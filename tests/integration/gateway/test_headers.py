@@ -114,7 +114,7 @@ async def test_a_trusted_proxy_keeps_its_clients_address_in_front(
     http: aiohttp.ClientSession,
 ) -> None:
     """The portal calls the API for browsers: auth must see the browser's address."""
-    upstream, server = await start_upstream("echo")
+    _upstream, server = await start_upstream("echo")
     gateway = await start_gateway(
         {"catalog": [server.url], "auth": [auth[1].url]}, trusted_proxies=["127.0.0.0/8"]
     )
