@@ -14,4 +14,5 @@ BENCHMARKS: dict[str, str] = {
     "portal": "bench.portal_pages",
     "auctions": "bench.auctions",
     "orders": "bench.orders",
+    "support-ingestion": "bench.support_ingestion",
 }

@@ -51,6 +51,11 @@ def create_app(
                 sessions=runtime.sessions,
                 settings=platform,
                 source=service.SOURCE,
+                # Stock commands lock item rows shared by every order of the item: each in
+                # a transaction of its own (items locked in id order, never deadlocking),
+                # the partitions side by side.
+                max_batch_messages=1,
+                concurrent_partitions=True,
             )
             app.state.stock_consumer = consumer
             runtime.start_background("stock-commands", consumer.run())

@@ -233,19 +233,22 @@ async def _try_reserve(session: AsyncSession, command: ReserveStock, now: dateti
         return await _refuse(session, command.reservation_id, "item_unavailable", malformed)
 
     # All or nothing: take each item's units in id order inside a savepoint, and undo the
-    # ones already taken when one cannot be.
-    savepoint = await session.begin_nested()
+    # ones already taken when one cannot be. One item needs no savepoint: its units are
+    # taken in one statement, or nothing changed.
+    savepoint = await session.begin_nested() if len(wanted) > 1 else None
     short: uuid.UUID | None = None
     for item_id in sorted(wanted):
         if not await repository.take_stock(session, item_id, wanted[item_id]):
             short = item_id
             break
     if short is not None:
-        await savepoint.rollback()
+        if savepoint is not None:
+            await savepoint.rollback()
         item = await repository.get_item(session, short)
         reason = "item_unavailable" if item is None or not item.active else "out_of_stock"
         return await _refuse(session, command.reservation_id, reason, short)
-    await savepoint.commit()
+    if savepoint is not None:
+        await savepoint.commit()
 
     hold = min(max(command.hold_seconds, MIN_HOLD_SECONDS), MAX_HOLD_SECONDS)
     lines = [

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Mapping, MutableMapping
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -54,8 +54,27 @@ def redact_secrets(
     return event_dict
 
 
-def configure_logging(service: str, log_format: str = "json", level: str = "INFO") -> None:
-    """Configure structlog and the stdlib root logger for one process."""
+class _CurrentStderr:
+    """Whatever ``sys.stderr`` is when a line is written, not when logging was set up.
+
+    A process's stderr does not change, but a test runner or a CLI test harness swaps
+    it and closes its stand-in afterwards; a logger holding the stand-in would then
+    fail on every line.
+    """
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def configure_logging(
+    service: str, log_format: str = "json", level: str = "INFO", stream: TextIO | None = None
+) -> None:
+    """Configure structlog and the stdlib root logger for one process, writing to
+    ``stream`` (a test's buffer), by default to stderr."""
+    output: Any = stream if stream is not None else _CurrentStderr()
     renderer: Any
     if log_format == "console":
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
@@ -74,12 +93,12 @@ def configure_logging(service: str, log_format: str = "json", level: str = "INFO
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=output),
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.bind_contextvars(service=service)
     # Libraries log through the stdlib; render them the same way.
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(output)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[

@@ -65,6 +65,8 @@ def create_app(
                 sessions=runtime.sessions,
                 settings=platform,
                 source=service.SOURCE,
+                # An answer locks its own order only.
+                concurrent_partitions=True,
             )
             app.state.saga_consumer = consumer
             runtime.start_background("saga-answers", consumer.run())

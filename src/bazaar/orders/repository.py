@@ -7,6 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import raiseload
 
 from bazaar.orders.models import Order, OrderLine
 
@@ -18,24 +19,41 @@ async def add_order(session: AsyncSession, order: Order) -> Order:
 
 
 async def get_order(
-    session: AsyncSession, order_id: uuid.UUID, *, for_update: bool = False
+    session: AsyncSession,
+    order_id: uuid.UUID,
+    *,
+    for_update: bool = False,
+    with_lines: bool = True,
 ) -> Order | None:
     """One order with its lines; ``for_update`` locks it, which is how every saga move on
-    one order (a reply, the timer, a cancel request) waits for the others."""
+    one order (a reply, the timer, a cancel request) waits for the others.
+
+    ``with_lines=False`` skips the second query that loads the lines; reading
+    ``order.lines`` then raises until :func:`load_lines`."""
     statement = select(Order).where(Order.id == order_id)
     if for_update:
         statement = statement.with_for_update(of=Order)
+    if not with_lines:
+        statement = statement.options(raiseload(Order.lines))
     return (await session.execute(statement)).scalar_one_or_none()
 
 
 async def get_order_by_reservation(
-    session: AsyncSession, reservation_id: uuid.UUID
+    session: AsyncSession, reservation_id: uuid.UUID, *, with_lines: bool = True
 ) -> Order | None:
-    """The order whose current saga round holds ``reservation_id``, locked."""
+    """The order whose current saga round holds ``reservation_id``, locked (``with_lines``
+    as for :func:`get_order`)."""
     statement = (
         select(Order).where(Order.reservation_id == reservation_id).with_for_update(of=Order)
     )
+    if not with_lines:
+        statement = statement.options(raiseload(Order.lines))
     return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def load_lines(session: AsyncSession, order: Order) -> None:
+    """Load the lines of an order read without them."""
+    await session.refresh(order, attribute_names=["lines"])
 
 
 async def list_orders(

@@ -127,7 +127,6 @@ async def create_order(
         updated_at=now,
         lines=lines,
     )
-    await repository.add_order(session, order)
     await _publish(
         session,
         order,
@@ -146,7 +145,10 @@ async def create_order(
             payment_method_id=order.payment_method_id,
         ),
     )
-    await _apply(session, order, start, "created", policy=policy, now=now)
+    # The order is written once, already in its first step.
+    _set_state(order, start, "created", now=now)
+    await repository.add_order(session, order)
+    await _send(session, order, start, policy=policy, now=now)
     log.info("order_created", order_id=str(order.id), total=order.total, currency=order.currency)
     return order_read(order)
 
@@ -363,11 +365,13 @@ async def advance_saga(
     to the order's saga. An answer the saga's current step does not wait for (late,
     duplicate, about another payment or an earlier round's reservation) changes nothing;
     returns whether the saga moved."""
+    # An answer moves the saga without reading the order's lines (one query less per
+    # answer); the one command that lists them (a new reservation) loads them first.
     if reservation_id is not None:
-        order = await repository.get_order_by_reservation(session, reservation_id)
+        order = await repository.get_order_by_reservation(session, reservation_id, with_lines=False)
     else:
         assert order_id is not None, "an answer names its order or its reservation"
-        order = await repository.get_order(session, order_id, for_update=True)
+        order = await repository.get_order(session, order_id, for_update=True, with_lines=False)
     if order is None:
         log.warning(
             "saga_answer_for_unknown_order",
@@ -386,6 +390,8 @@ async def advance_saga(
             "saga_answer_ignored", order_id=str(order_id), step=order.saga_step, trigger=trigger
         )
         return False
+    if Command.RESERVE_STOCK in decision.commands:
+        await repository.load_lines(session, order)
     await _apply(session, order, decision, trigger.value, policy=policy, now=now)
     return True
 
@@ -443,6 +449,13 @@ async def _apply(
     actor: Principal | None = None,
 ) -> None:
     """Write the decision on the order and put its commands and events in the outbox."""
+    _set_state(order, decision, cause, now=now)
+    await session.flush()
+    await _send(session, order, decision, policy=policy, now=now, actor=actor)
+
+
+def _set_state(order: Order, decision: saga.Decision, cause: str, *, now: datetime) -> None:
+    """The decision's state on the order object (written at the next flush)."""
     state = decision.state
     SAGA_MOVES.labels(order.saga_step, state.step.value, cause).inc()
     order.saga_step = state.step.value
@@ -459,7 +472,18 @@ async def _apply(
     if state.step is Step.CANCELLED:
         order.status_reason = state.cancel_reason
     order.updated_at = now
-    await session.flush()
+
+
+async def _send(
+    session: AsyncSession,
+    order: Order,
+    decision: saga.Decision,
+    *,
+    policy: SagaPolicy,
+    now: datetime,
+    actor: Principal | None = None,
+) -> None:
+    """The decision's commands and events, into the outbox."""
     for command in decision.commands:
         await _publish(session, order, _command(order, command, policy))
     for event in decision.events:

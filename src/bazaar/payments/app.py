@@ -53,6 +53,8 @@ def create_app(
                     sessions=runtime.sessions,
                     settings=platform,
                     source=SOURCE,
+                    # A command locks its own payment only.
+                    concurrent_partitions=True,
                 )
                 app.state.consumer = consumer
                 runtime.start_outbox_relay()

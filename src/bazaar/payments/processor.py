@@ -11,6 +11,13 @@ while the provider is called:
 4. record the attempt and the outcome, with its outbox event, in a new transaction,
    and release the claim.
 
+A new payment's first charge (``pending``, no cancel asked for, a method the provider
+knows) takes the fast path: steps 1 and 2 are one transaction for every payment
+claimed together, and the final attempt is recorded in step 4's transaction, so a
+charge costs two commits; the rules above are the same (``processing`` is committed
+before the charge leaves; an attempt the provider answered transiently is recorded
+at once).
+
 A payment whose charge may have been sent (``processing``) is never charged again
 blindly: the round first asks the provider for the charge under its key, and sends
 the same charge again only if the provider has none (the provider waits for a call
@@ -67,6 +74,9 @@ _WAIT_INTERVAL_SECONDS = 0.05
 class Claim:
     payment_id: uuid.UUID
     token: uuid.UUID
+    # Set when the claim's transaction already marked the first charge as sent
+    # (``processing``): what the charge is, and the method's provider token.
+    charge: Snapshot | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +166,9 @@ class PaymentProcessor:
 
     def _round_done(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
-        self._wake.set()
+        if len(self._running) == self._settings.processor_batch_size - 1:
+            # The loop was full and stopped claiming: room for one more now.
+            self._wake.set()
 
     async def _listen(self) -> None:
         """Wake the loop on ``NOTIFY`` (a payment became due); reconnect when cut off."""
@@ -187,12 +199,42 @@ class PaymentProcessor:
         await closed.wait()
 
     async def _claim(self, limit: int, payment_id: uuid.UUID | None = None) -> list[Claim]:
+        """Claim due payments; new ones' first charges are marked sent in the same
+        transaction (the fast path of the module's docstring)."""
         token = uuid.uuid4()
         async with transaction(self._sessions) as session:
             ids = await repository.claim_due(
                 session, token=token, lease=self._lease, limit=limit, payment_id=payment_id
             )
-        return [Claim(payment_id, token) for payment_id in ids]
+            charges = await self._mark_first_charges_sent(session, ids) if ids else {}
+        return [Claim(payment_id, token, charges.get(payment_id)) for payment_id in ids]
+
+    async def _mark_first_charges_sent(
+        self, session: AsyncSession, ids: list[uuid.UUID]
+    ) -> dict[uuid.UUID, Snapshot]:
+        """``processing`` and one more attempt for each claimed payment that is new
+        (``pending``, no cancel asked for) and whose method the provider knows; the
+        snapshots of their charges. Others go through the rounds as usual."""
+        payments = await repository.get_payments(session, ids)
+        fresh = [
+            payment
+            for payment in payments
+            if payment.status == PaymentStatus.PENDING and not payment.cancel_requested
+        ]
+        tokens = await repository.provider_tokens(
+            session, {payment.payment_method_id for payment in fresh}
+        )
+        now = service.utc_now()
+        charges = {}
+        for payment in fresh:
+            provider_token = tokens.get(payment.payment_method_id)
+            if provider_token is None:
+                continue
+            payment.status = PaymentStatus.PROCESSING
+            payment.attempts += 1
+            payment.updated_at = now
+            charges[payment.id] = _snapshot_of(payment, provider_token)
+        return charges
 
     # --- one payment's work ----------------------------------------------------------
 
@@ -200,8 +242,11 @@ class PaymentProcessor:
         """Rounds on one claimed payment until nothing is due now, within the lease."""
         try:
             async with asyncio.timeout(self._settings.round_deadline_seconds()):
-                while await self._round(claim):
-                    pass
+                more = True
+                if claim.charge is not None:
+                    more = await self._send_charge(claim, claim.charge)
+                while more:
+                    more = await self._round(claim)
         except TimeoutError:
             # A call may have been in flight when the round was cut off: its outcome is
             # unknown, and the next round asks the provider before doing anything.
@@ -237,17 +282,18 @@ class PaymentProcessor:
             # A charge may have been sent before: ask, never send blindly.
             found = await self._call(claim, lambda: self._provider.find_charge(key))
             if found.charge is not None:
-                return await self._settle_charge(claim, found.charge)
+                return await self._settle_charge(claim, found.charge, found)
             if found.outcome is not CallOutcome.NOT_FOUND:
-                await self._reschedule(claim, unknown=False)
+                await self._reschedule(claim, unknown=False, attempt=found)
                 return False
             if snapshot.cancel_requested:
-                await self._void(claim, FailureCode.CANCELLED)
+                await self._void(claim, FailureCode.CANCELLED, found)
                 return False
             if snapshot.attempts >= self._settings.max_charge_rounds:
                 log.error("payment_given_up", payment_id=str(snapshot.id))
-                await self._void(claim, FailureCode.PROCESSING_ERROR)
+                await self._void(claim, FailureCode.PROCESSING_ERROR, found)
                 return False
+            await self._record_attempt(claim, found)
         elif snapshot.cancel_requested:
             await self._void(claim, FailureCode.CANCELLED)
             return False
@@ -256,12 +302,19 @@ class PaymentProcessor:
             return False
         if not await self._mark_sent(claim):
             return True  # cancelled (or taken) meanwhile: look again
+        return await self._send_charge(claim, snapshot)
+
+    async def _send_charge(self, claim: Claim, snapshot: Snapshot) -> bool:
+        """Send the charge (the payment is committed ``processing``) and record what the
+        provider answered; True when more is due at once (a refund after a charge)."""
+        key = charge_key(snapshot.id)
         token = snapshot.provider_token
+        assert token is not None, "a charge is sent with the method's provider token"
         sent = await self._call(
             claim, lambda: self._provider.charge(key, token=token, **snapshot.charge_request())
         )
         if sent.charge is not None:
-            return await self._settle_charge(claim, sent.charge)
+            return await self._settle_charge(claim, sent.charge, sent)
         if sent.outcome is CallOutcome.REFUSED:
             # The provider refused the request itself: no charge exists under the key.
             code = (
@@ -269,9 +322,9 @@ class PaymentProcessor:
                 if sent.error == "token_not_found"
                 else FailureCode.PROCESSING_ERROR
             )
-            await self._void(claim, code)
+            await self._void(claim, code, sent)
             return False
-        await self._reschedule(claim, unknown=sent.outcome is CallOutcome.UNKNOWN)
+        await self._reschedule(claim, unknown=sent.outcome is CallOutcome.UNKNOWN, attempt=sent)
         return False
 
     async def _refund_round(self, claim: Claim, snapshot: Snapshot) -> None:
@@ -284,7 +337,7 @@ class PaymentProcessor:
             claim, lambda: self._provider.refund(charge_id, refund_key(snapshot.id))
         )
         if answer.outcome is CallOutcome.SUCCEEDED:
-            await self._finish(claim, service.record_refund)
+            await self._finish(claim, service.record_refund, attempt=answer)
         elif answer.outcome is CallOutcome.REFUSED:
             # Needs a person: the provider will not refund this charge.
             log.error(
@@ -293,22 +346,24 @@ class PaymentProcessor:
                 charge_id=charge_id,
                 error=answer.error,
             )
-            await self._finish(claim, _stop_checking)
+            await self._finish(claim, _stop_checking, attempt=answer)
         else:
-            await self._reschedule(claim, unknown=False)
+            await self._reschedule(claim, unknown=False, attempt=answer)
 
     async def _call(
         self, claim: Claim, call: Callable[[], Awaitable[ProviderAnswer]]
     ) -> ProviderAnswer:
         """``call`` until it gets an answer that is not transient, at most ``provider_tries``
-        times with doubling backoff; every attempt is recorded."""
+        times with doubling backoff. Every attempt is recorded: the transient ones here, at
+        once; the one returned by the caller, with what it does about it (in the same
+        transaction)."""
         backoff = self._settings.provider_retry_backoff_seconds
         for attempt in range(1, self._settings.provider_tries + 1):
             answer = await call()
-            await self._record_attempt(claim, answer)
             if answer.outcome is not CallOutcome.TRANSIENT:
                 return answer
             if attempt < self._settings.provider_tries:
+                await self._record_attempt(claim, answer)
                 await asyncio.sleep(backoff)
                 backoff *= 2
         return answer
@@ -321,18 +376,7 @@ class PaymentProcessor:
             if payment is None or payment.claim_token != claim.token:
                 return None
             method = await repository.get_method(session, payment.payment_method_id)
-            return Snapshot(
-                id=payment.id,
-                status=PaymentStatus(payment.status),
-                amount=payment.amount,
-                currency=payment.currency,
-                reference_type=payment.reference_type,
-                reference_id=payment.reference_id,
-                attempts=payment.attempts,
-                cancel_requested=payment.cancel_requested,
-                provider_charge_id=payment.provider_charge_id,
-                provider_token=method.provider_token if method is not None else None,
-            )
+            return _snapshot_of(payment, method.provider_token if method is not None else None)
 
     async def _mark_sent(self, claim: Claim) -> bool:
         """``processing`` and one more attempt, committed before the charge leaves."""
@@ -352,18 +396,23 @@ class PaymentProcessor:
 
     async def _record_attempt(self, claim: Claim, answer: ProviderAnswer) -> None:
         async with transaction(self._sessions) as session:
-            await repository.add_attempt(
-                session,
-                PaymentAttempt(
-                    payment_id=claim.payment_id,
-                    kind=AttemptKind(answer.kind),
-                    idempotency_key=answer.idempotency_key,
-                    outcome=str(answer.outcome),
-                    http_status=answer.http_status,
-                    error=answer.error,
-                    duration_ms=answer.duration_ms,
-                ),
-            )
+            await self._add_attempt(session, claim, answer)
+
+    async def _add_attempt(
+        self, session: AsyncSession, claim: Claim, answer: ProviderAnswer
+    ) -> None:
+        await repository.add_attempt(
+            session,
+            PaymentAttempt(
+                payment_id=claim.payment_id,
+                kind=AttemptKind(answer.kind),
+                idempotency_key=answer.idempotency_key,
+                outcome=str(answer.outcome),
+                http_status=answer.http_status,
+                error=answer.error,
+                duration_ms=answer.duration_ms,
+            ),
+        )
         log.info(
             "provider_call",
             payment_id=str(claim.payment_id),
@@ -374,21 +423,27 @@ class PaymentProcessor:
             duration_ms=answer.duration_ms,
         )
 
-    async def _settle_charge(self, claim: Claim, charge: ProviderCharge) -> bool:
+    async def _settle_charge(
+        self, claim: Claim, charge: ProviderCharge, attempt: ProviderAnswer | None = None
+    ) -> bool:
         async def record(session: AsyncSession, payment: Payment) -> None:
             await service.record_charge(session, payment, charge)
 
         # A cancel asked for meanwhile makes the refund due now: keep the claim for it.
-        payment = await self._finish(claim, record, keep_if_due=True)
+        payment = await self._finish(claim, record, keep_if_due=True, attempt=attempt)
         return payment is not None and payment.claim_token == claim.token
 
-    async def _void(self, claim: Claim, code: FailureCode) -> None:
+    async def _void(
+        self, claim: Claim, code: FailureCode, attempt: ProviderAnswer | None = None
+    ) -> None:
         async def void(session: AsyncSession, payment: Payment) -> None:
             await service.void_payment(session, payment, code)
 
-        await self._finish(claim, void)
+        await self._finish(claim, void, attempt=attempt)
 
-    async def _reschedule(self, claim: Claim, *, unknown: bool) -> None:
+    async def _reschedule(
+        self, claim: Claim, *, unknown: bool, attempt: ProviderAnswer | None = None
+    ) -> None:
         """No final answer this round: check again after a growing wait."""
 
         async def later(session: AsyncSession, payment: Payment) -> None:
@@ -401,7 +456,7 @@ class PaymentProcessor:
             )
             payment.rounds += 1
 
-        await self._finish(claim, later)
+        await self._finish(claim, later, attempt=attempt)
 
     async def _finish(
         self,
@@ -409,10 +464,14 @@ class PaymentProcessor:
         change: Callable[[AsyncSession, Payment], Awaitable[None]],
         *,
         keep_if_due: bool = False,
+        attempt: ProviderAnswer | None = None,
     ) -> Payment | None:
         """Apply ``change`` to the locked payment and release the claim, in one transaction
-        (``keep_if_due``: unless ``change`` left more work due at once, for this round)."""
+        with the record of ``attempt``, the provider call that led to it (``keep_if_due``:
+        unless ``change`` left more work due at once, for this round)."""
         async with transaction(self._sessions) as session:
+            if attempt is not None:
+                await self._add_attempt(session, claim, attempt)
             payment = await repository.get_payment(session, claim.payment_id, for_update=True)
             if payment is None:
                 return None
@@ -498,3 +557,18 @@ class PaymentProcessor:
 
 async def _stop_checking(_session: AsyncSession, payment: Payment) -> None:
     payment.next_check_at = None
+
+
+def _snapshot_of(payment: Payment, provider_token: str | None) -> Snapshot:
+    return Snapshot(
+        id=payment.id,
+        status=PaymentStatus(payment.status),
+        amount=payment.amount,
+        currency=payment.currency,
+        reference_type=payment.reference_type,
+        reference_id=payment.reference_id,
+        attempts=payment.attempts,
+        cancel_requested=payment.cancel_requested,
+        provider_charge_id=payment.provider_charge_id,
+        provider_token=provider_token,
+    )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -68,16 +68,22 @@ async def list_methods(
 # --- payments -------------------------------------------------------------------------
 
 
-async def insert_payment(session: AsyncSession, payment: Payment) -> bool:
-    """Insert ``payment`` unless one with its id exists; True when inserted."""
+async def insert_payment(
+    session: AsyncSession, payment: Payment, *, notify_due: bool = False
+) -> bool:
+    """Insert ``payment`` unless one with its id exists; True when inserted.
+
+    ``notify_due``: and wake the processors at commit if it was (as :func:`notify_due`,
+    in the same statement)."""
     values = {
         column.key: getattr(payment, column.key)
         for column in Payment.__table__.columns
         if getattr(payment, column.key, None) is not None
     }
-    result = await session.execute(
-        insert(Payment).values(**values).on_conflict_do_nothing().returning(Payment.id)
-    )
+    statement = insert(Payment).values(**values).on_conflict_do_nothing().returning(Payment.id)
+    if notify_due:
+        statement = statement.returning(func.pg_notify(DUE_CHANNEL, ""))
+    result = await session.execute(statement)
     return result.first() is not None
 
 
@@ -88,6 +94,31 @@ async def get_payment(
     if for_update:
         statement = statement.with_for_update().execution_options(populate_existing=True)
     return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def get_payments(session: AsyncSession, payment_ids: Sequence[uuid.UUID]) -> list[Payment]:
+    """The payments of ``payment_ids`` that exist (the caller holds their rows locked)."""
+    statement = (
+        select(Payment)
+        .where(Payment.id.in_(list(payment_ids)))
+        .execution_options(populate_existing=True)
+    )
+    return list((await session.execute(statement)).scalars())
+
+
+async def provider_tokens(
+    session: AsyncSession, method_ids: Collection[uuid.UUID]
+) -> dict[uuid.UUID, str]:
+    """The provider's token of each of ``method_ids`` that exists (deleted ones too, as a
+    payment already asked for is charged with the method it named)."""
+    if not method_ids:
+        return {}
+    rows = await session.execute(
+        select(PaymentMethod.id, PaymentMethod.provider_token).where(
+            PaymentMethod.id.in_(list(method_ids))
+        )
+    )
+    return {row.id: row.provider_token for row in rows}
 
 
 async def list_payments(

@@ -336,7 +336,27 @@ async def request_charge(
     A repeat (a redelivery, a saga's retry) finds the payment: a final one has its
     outcome published again, for a saga that missed it; one in progress is made due
     now, so the provider is asked without waiting for the next scheduled check.
+
+    The first delivery is the common case, so an acceptable command is first tried as
+    a new payment (inserted unless one exists, waking the processors at commit) and
+    only a command that finds its payment recorded is answered as a repeat.
     """
+    if _acceptable(command):
+        new_payment = Payment(
+            id=command.payment_id,
+            user_id=command.user_id,
+            amount=command.amount,
+            currency=command.currency,
+            status=PaymentStatus.PENDING,
+            reference_type=command.reference_type,
+            reference_id=command.reference_id,
+            payment_method_id=command.payment_method_id,
+            correlation_id=correlation_id or str(command.reference_id),
+            next_check_at=utc_now(),
+        )
+        if await repository.insert_payment(session, new_payment, notify_due=True):
+            await _check_new_charge(session, command)
+            return
     payment = await repository.get_payment(session, command.payment_id, for_update=True)
     if payment is not None:
         if _differs(payment, command):
@@ -348,49 +368,39 @@ async def request_charge(
             payment.next_check_at = utc_now()
             await repository.notify_due(session)
         return
-    if not _acceptable(command):
-        # Nothing the provider would ever take: answer without a payment record.
-        await _publish(
-            session,
-            PaymentFailed,
-            _outcome_fields(command),
-            correlation_id=correlation_id,
-            user_id=command.user_id,
-            payment_id=command.payment_id,
-            failure_code=FailureCode.INVALID_REQUEST,
-        )
-        PAYMENT_OUTCOMES.labels("failed").inc()
-        return
-    payment = Payment(
-        id=command.payment_id,
+    # Only a command the provider would never take gets here (an acceptable one was
+    # recorded above, or found recorded): answer without a payment record.
+    await _publish(
+        session,
+        PaymentFailed,
+        _outcome_fields(command),
+        correlation_id=correlation_id,
         user_id=command.user_id,
-        amount=command.amount,
-        currency=command.currency,
-        status=PaymentStatus.PENDING,
-        reference_type=command.reference_type,
-        reference_id=command.reference_id,
-        payment_method_id=command.payment_method_id,
-        correlation_id=correlation_id or str(command.reference_id),
-        next_check_at=utc_now(),
+        payment_id=command.payment_id,
+        failure_code=FailureCode.INVALID_REQUEST,
     )
-    if not await repository.insert_payment(session, payment):
-        # Recorded meanwhile by a concurrent delivery: answer as a repeat.
-        await request_charge(session, command, correlation_id)
+    PAYMENT_OUTCOMES.labels("failed").inc()
+
+
+async def _check_new_charge(session: AsyncSession, command: ChargePayment) -> None:
+    """A payment just recorded: void it if its cancel came first or its method cannot be
+    charged; otherwise it waits, due, for a processor."""
+    early = await repository.get_early_cancellation(session, command.payment_id)
+    usable = early is None and (
+        await usable_method(session, command.payment_method_id, command.user_id) is not None
+    )
+    if not usable:
+        payment = await repository.get_payment(session, command.payment_id, for_update=True)
+        assert payment is not None
+        if early is not None:
+            payment.cancel_requested = True
+            payment.cancel_reason = early.reason
+            payment.cancel_correlation_id = early.correlation_id
+            await void_payment(session, payment, FailureCode.CANCELLED)
+        else:
+            await void_payment(session, payment, FailureCode.PAYMENT_METHOD_INVALID)
         return
-    payment = await repository.get_payment(session, command.payment_id, for_update=True)
-    assert payment is not None
-    early = await repository.get_early_cancellation(session, payment.id)
-    if early is not None:
-        payment.cancel_requested = True
-        payment.cancel_reason = early.reason
-        payment.cancel_correlation_id = early.correlation_id
-        await void_payment(session, payment, FailureCode.CANCELLED)
-        return
-    if await usable_method(session, command.payment_method_id, command.user_id) is None:
-        await void_payment(session, payment, FailureCode.PAYMENT_METHOD_INVALID)
-        return
-    await repository.notify_due(session)
-    log.info("payment_requested", payment_id=str(payment.id), amount=payment.amount)
+    log.info("payment_requested", payment_id=str(command.payment_id), amount=command.amount)
 
 
 def _acceptable(command: ChargePayment) -> bool:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import logging
 import re
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -38,7 +37,7 @@ async def fake() -> AsyncIterator[FakePlatform]:
 
 
 @pytest.fixture
-def portal_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+def portal_logs() -> Iterator[io.StringIO]:
     """Everything the portal logs (as in production: JSON, here at DEBUG), in a buffer.
 
     Request it before ``portal`` so the app's loggers are made with this configuration.
@@ -46,8 +45,7 @@ def portal_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
     buffer = io.StringIO()
     root = logging.getLogger()
     saved_handlers, saved_level = root.handlers[:], root.level
-    monkeypatch.setattr(sys, "stderr", buffer)
-    configure_logging("portal", "json", "DEBUG")
+    configure_logging("portal", "json", "DEBUG", stream=buffer)
     try:
         yield buffer
     finally:

@@ -6,17 +6,37 @@ handler runs in one transaction together with the inbox claim, so a redelivered
 message changes nothing. A handler that keeps failing is retried with backoff,
 then the message goes to the dead-letter topic (through the outbox, in the same
 transaction as its inbox claim) and the partition moves on. Offsets are committed
-after the batch that contained them was handled.
+after the batch that contained them was handled (in the background: the loop goes on
+while the broker takes them).
+
+Under load a fetch brings several messages, and they are handled in one transaction:
+one inbox claim for all of them (:func:`~bazaar.kit.messaging.inbox.claim_many`), each
+new message's handler in turn on a clean identity map (as if in a session of its
+own), one commit; the messages do not wait for each other's commits and round trips.
+If a handler raises, the whole transaction is rolled back, so nothing of the batch
+happened: the messages before the failing one are handled again as a batch, the
+failing one alone with the per-message retries and dead-lettering above, and the rest
+after it, in their order. Effect and inbox claim still commit together, so a message
+has one effect whichever way it was handled. (In-process side effects of handlers,
+such as metrics, may count twice for a batch that was rolled back.)
+
+With ``concurrent_partitions`` the partitions of a fetch are handled side by side, a
+transaction each: for handlers that lock only rows of their own entity, so that one
+partition's transaction never waits on another's. ``max_batch_messages=1`` gives each
+message a transaction of its own again (for handlers that lock shared rows, such as an
+item's stock, which batches of different partitions could lock in opposite orders).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
 import structlog
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
@@ -36,6 +56,14 @@ log = get_logger(__name__)
 Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
 
 DEAD_LETTERED_TYPE = "bazaar.platform.message.dead_lettered"
+# How long the broker may hold a fetch that finds nothing new. The embedded broker
+# (tansu) answers a waiting fetch only when this runs out, not when a message arrives,
+# so it bounds the time a message waits on the broker at each hop of a saga; a real
+# Kafka broker answers as soon as data arrives, and this only sets its idle polling.
+FETCH_MAX_WAIT_MS = 10
+# At most this many messages are handled in one transaction (row locks are held until
+# its commit).
+MAX_BATCH_MESSAGES = 100
 
 MESSAGES_HANDLED = Counter(
     "bazaar_messages_handled_total",
@@ -47,6 +75,77 @@ CONSUMER_LAG = Gauge(
     "Messages behind the partition's end at the consumer's last fetch",
     ["consumer", "topic", "partition"],
 )
+BATCHES_ROLLED_BACK = Counter(
+    "bazaar_message_batches_rolled_back_total",
+    "Batches of messages whose transaction was rolled back (a handler failed) and that "
+    "were handled again, the failing message alone",
+    ["consumer"],
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Delivery:
+    """A parsed message with the handler of its type."""
+
+    record: ConsumerRecord[bytes, bytes]
+    envelope: Envelope
+    handler: Handler
+
+
+class _OffsetCommits:
+    """Commits the offsets of handled messages in the background, one commit at a time.
+
+    The loop does not wait for the broker's answer before it fetches and handles the
+    next batch: the offsets of what is handled meanwhile go with the next commit. Only
+    offsets of handled messages are ever committed (they are given explicitly, never
+    the consumer's position, which a fetch may have moved past unhandled records); a
+    commit that fails (a rebalance) leaves the messages to be read again, and the inbox
+    absorbs them.
+    """
+
+    def __init__(self, consumer: AIOKafkaConsumer, name: str) -> None:
+        self._consumer = consumer
+        self._name = name
+        self._handled: dict[TopicPartition, int] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def handled(self, partition: TopicPartition, next_offset: int) -> None:
+        self._handled[partition] = max(next_offset, self._handled.get(partition, 0))
+
+    def commit_handled(self) -> None:
+        """Start committing what is handled, unless a commit is still on its way."""
+        if not self._handled or (self._task is not None and not self._task.done()):
+            return
+        offsets, self._handled = self._handled, {}
+        self._task = asyncio.create_task(self._commit(offsets))
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        assigned = self._consumer.assignment()
+        mine = {tp: offset for tp, offset in offsets.items() if tp in assigned}
+        if not mine:
+            return
+        try:
+            await self._consumer.commit(mine)
+        except CommitFailedError as exc:
+            # The group rebalanced: another member redelivers, and the inbox absorbs it.
+            log.info("consumer_commit_skipped", consumer=self._name, error=repr(exc))
+        except KafkaError as exc:
+            log.warning("consumer_commit_failed", consumer=self._name, error=repr(exc))
+            for partition, offset in mine.items():
+                self._handled.setdefault(partition, offset)
+
+    async def close(self) -> None:
+        """The loop is ending: give the commit on its way, then what is left, a second
+        each (what is not committed is read again, and the inbox absorbs it)."""
+        if self._task is not None and not self._task.done():
+            await asyncio.wait({self._task}, timeout=1.0)
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._handled:
+            offsets, self._handled = self._handled, {}
+            with contextlib.suppress(KafkaError, OSError, TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self._commit(offsets)
 
 
 class MessageConsumer:
@@ -63,6 +162,9 @@ class MessageConsumer:
         source: str,
         max_attempts: int = 5,
         first_backoff_seconds: float = 0.1,
+        fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS,
+        max_batch_messages: int = MAX_BATCH_MESSAGES,
+        concurrent_partitions: bool = False,
     ) -> None:
         self.name = name
         self._topics = [topic_name(settings, topic) for topic in topics]
@@ -72,6 +174,9 @@ class MessageConsumer:
         self._source = source
         self._max_attempts = max_attempts
         self._first_backoff = first_backoff_seconds
+        self._fetch_max_wait_ms = fetch_max_wait_ms
+        self._max_batch = max(1, max_batch_messages)
+        self._concurrent = concurrent_partitions
         self.assigned = asyncio.Event()
 
     async def run(self) -> None:
@@ -89,6 +194,7 @@ class MessageConsumer:
                 session_timeout_ms=self._settings.kafka_session_timeout_ms,
                 heartbeat_interval_ms=self._settings.kafka_heartbeat_interval_ms,
                 max_poll_records=500,
+                fetch_max_wait_ms=self._fetch_max_wait_ms,
             )
             try:
                 await consumer.start()
@@ -108,25 +214,57 @@ class MessageConsumer:
                     log.warning("consumer_stop_failed", consumer=self.name, error=repr(exc))
 
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
-        while True:
-            batch = await consumer.getmany(timeout_ms=500, max_records=500)
-            if consumer.assignment():
-                self.assigned.set()
-            if not batch:
-                continue
-            for partition, records in batch.items():
-                for record in records:
-                    await self.handle_record(record)
-                highwater = consumer.highwater(partition)
-                if highwater is not None:
-                    CONSUMER_LAG.labels(self.name, partition.topic, partition.partition).set(
-                        max(0, highwater - records[-1].offset - 1)
+        offsets = _OffsetCommits(consumer, self.name)
+        try:
+            while True:
+                batch = await consumer.getmany(timeout_ms=500, max_records=500)
+                if consumer.assignment():
+                    self.assigned.set()
+                if not batch:
+                    offsets.commit_handled()
+                    continue
+                if self._concurrent:
+                    # Each partition in its order, side by side, a transaction each.
+                    async with asyncio.TaskGroup() as group:
+                        for records in batch.values():
+                            group.create_task(self.handle_records(records))
+                else:
+                    # Partitions one after the other, each in its order: one transaction
+                    # for what the fetch brought (see handle_records).
+                    await self.handle_records(
+                        [record for records in batch.values() for record in records]
                     )
+                for partition, records in batch.items():
+                    offsets.handled(partition, records[-1].offset + 1)
+                    highwater = consumer.highwater(partition)
+                    if highwater is not None:
+                        CONSUMER_LAG.labels(self.name, partition.topic, partition.partition).set(
+                            max(0, highwater - records[-1].offset - 1)
+                        )
+                offsets.commit_handled()
+        finally:
+            await offsets.close()
+
+    async def handle_records(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        """Handle records (each partition's in its order) in as few transactions as the
+        batch allows: one per :data:`MAX_BATCH_MESSAGES`, and around an unparsable one."""
+        pending: list[_Delivery] = []
+        for record in records:
             try:
-                await consumer.commit()
-            except CommitFailedError as exc:
-                # The group rebalanced: another member redelivers, and the inbox absorbs it.
-                log.info("consumer_commit_skipped", consumer=self.name, error=repr(exc))
+                envelope = Envelope.from_bytes(record.value or b"")
+            except ValidationError as exc:
+                await self._handle_batch(pending)
+                pending = []
+                await self._dead_letter(record, None, f"not a CloudEvents envelope: {exc}")
+                continue
+            handler = self._handlers.get(envelope.type)
+            if handler is None:
+                continue
+            pending.append(_Delivery(record, envelope, handler))
+            if len(pending) >= self._max_batch:
+                await self._handle_batch(pending)
+                pending = []
+        await self._handle_batch(pending)
 
     async def handle_record(self, record: ConsumerRecord[bytes, bytes]) -> None:
         """Handle one record: parse, dispatch with retries, dead-letter when it keeps failing."""
@@ -138,6 +276,16 @@ class MessageConsumer:
         handler = self._handlers.get(envelope.type)
         if handler is None:
             return
+        await self._handle_alone(_Delivery(record, envelope, handler))
+
+    async def _handle_alone(self, delivery: _Delivery) -> None:
+        envelope = delivery.envelope
+        with self._message_context(envelope):
+            await self._dispatch(delivery.record, envelope, delivery.handler)
+
+    @contextlib.contextmanager
+    def _message_context(self, envelope: Envelope) -> Iterator[None]:
+        """The message's correlation, request and trace, for its handler and its logs."""
         current_correlation_id.set(envelope.correlationid)
         current_request_id.set(envelope.requestid)
         with span(f"handle {envelope.type}", envelope.traceparent, kind="consumer") as own:
@@ -147,7 +295,61 @@ class MessageConsumer:
                 trace_id=trace_id_of(own),
                 message_id=envelope.id,
             )
-            await self._dispatch(record, envelope, handler)
+            yield
+
+    async def _handle_batch(self, deliveries: Sequence[_Delivery]) -> None:
+        """Handle ``deliveries`` (each partition's in its order) in one transaction; when a
+        handler fails, as described in the module's docstring."""
+        remaining = list(deliveries)
+        while remaining:
+            if len(remaining) == 1:
+                await self._handle_alone(remaining[0])
+                return
+            failed_at = 0
+            outcomes: list[tuple[str, str]] = []
+            try:
+                async with transaction(self._sessions) as session:
+                    new = await inbox.claim_many(
+                        session, self.name, [delivery.envelope.id for delivery in remaining]
+                    )
+                    for index, delivery in enumerate(remaining):
+                        envelope = delivery.envelope
+                        if envelope.id not in new:
+                            outcomes.append((envelope.type, "duplicate"))
+                            continue
+                        # Repeats of one id within the batch: the first one counts.
+                        new.discard(envelope.id)
+                        failed_at = index
+                        with self._message_context(envelope):
+                            await delivery.handler(session, envelope)
+                        # What the next handler reads comes from the database, not from
+                        # objects this one loaded: as if each had a session of its own.
+                        await session.flush()
+                        session.expunge_all()
+                        outcomes.append((envelope.type, "handled"))
+                    failed_at = len(remaining)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the batch is handled again, the failing one alone
+                BATCHES_ROLLED_BACK.labels(self.name).inc()
+                failing = remaining[min(failed_at, len(remaining) - 1)]
+                log.info(
+                    "message_batch_rolled_back",
+                    consumer=self.name,
+                    messages=len(remaining),
+                    failing_message_id=failing.envelope.id,
+                    error=repr(exc),
+                )
+                if failed_at >= len(remaining):
+                    # The commit itself failed: every message again, one at a time.
+                    failed_at = 0
+                await self._handle_batch(remaining[:failed_at])
+                await self._handle_alone(remaining[failed_at])
+                remaining = remaining[failed_at + 1 :]
+                continue
+            for message_type, outcome in outcomes:
+                MESSAGES_HANDLED.labels(self.name, message_type, outcome).inc()
+            return
 
     async def _dispatch(
         self, record: ConsumerRecord[bytes, bytes], envelope: Envelope, handler: Handler

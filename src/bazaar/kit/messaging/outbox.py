@@ -11,14 +11,22 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from sqlalchemy import insert, text
+from sqlalchemy import LargeBinary, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bazaar.contracts.base import Message
 from bazaar.kit.messaging.envelope import Envelope, new_envelope
-from bazaar.kit.tables import outbox
+from bazaar.kit.tables import outbox as outbox
 
 OUTBOX_CHANNEL = "bazaar_outbox"
+
+# The row and the wake-up in one statement (one round trip); pg_notify is transactional
+# like NOTIFY: delivered at commit, and once per transaction however many rows it adds.
+_PUBLISH = text(
+    "WITH added AS (INSERT INTO outbox (message_id, topic, key, type, payload) "
+    "VALUES (:message_id, :topic, :key, :type, :payload) RETURNING 1) "
+    "SELECT pg_notify(:channel, '') FROM added"
+).bindparams(bindparam("payload", type_=LargeBinary), bindparam("channel", value=OUTBOX_CHANNEL))
 
 
 async def publish(session: AsyncSession, topic: str, envelope: Envelope, key: str | None) -> None:
@@ -28,15 +36,15 @@ async def publish(session: AsyncSession, topic: str, envelope: Envelope, key: st
     prefix. ``key`` is the entity's id, so one entity's messages keep their order.
     """
     await session.execute(
-        insert(outbox).values(
-            message_id=envelope.id,
-            topic=topic,
-            key=key,
-            type=envelope.type,
-            payload=envelope.to_bytes(),
-        )
+        _PUBLISH,
+        {
+            "message_id": envelope.id,
+            "topic": topic,
+            "key": key,
+            "type": envelope.type,
+            "payload": envelope.to_bytes(),
+        },
     )
-    await session.execute(text(f"NOTIFY {OUTBOX_CHANNEL}"))
 
 
 async def publish_message(
