@@ -141,8 +141,8 @@ def parse(argv: list[str]) -> Options:
     parser.add_argument(
         "--pool-size",
         type=int,
-        default=5,
-        help="each service's database pool (and as many overflow): the server is shared",
+        default=10,
+        help="each service's database pool (its most connections): the server is shared",
     )
     parser.add_argument("--log-level", default="INFO", help="the services' log level")
     parser.add_argument("--pgbench-seconds", type=float, default=10.0)
@@ -1162,7 +1162,7 @@ def build_report(
         notes=[
             f"Stack: every service of `bazaar up` ({replicas}), gateway workers "
             f"{gateway_workers}, the payment sandbox, tansu; database pools "
-            f"{options.pool_size} (+{options.pool_size} overflow) per service; services log "
+            f"{options.pool_size} connections at most per service; services log "
             f"at {options.log_level} as JSON lines.{code}",
             f"Load: {options.buyers} buyers with a 4242 card, {options.items} items with "
             f"100,000,000 units each, one unit per order, Poisson arrivals, {options.seconds:g} s "

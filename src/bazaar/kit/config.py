@@ -58,7 +58,9 @@ class ServiceSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8001
     database_url: SecretStr = SecretStr("postgresql+asyncpg://postgres@127.0.0.1:5432/bazaar")
-    database_pool_size: int = 10
+    # The most connections one process holds to its database (opened when needed, then
+    # kept).
+    database_pool_size: int = 20
     # Client-credentials identity for calls through the gateway (empty: the service makes none).
     client_id: str = ""
     client_secret: SecretStr = SecretStr("")

@@ -51,14 +51,21 @@ def asyncpg_dsn(url: str | URL) -> str:
     return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def create_engine(url: str | URL, pool_size: int = 10, *, pooled: bool = True) -> AsyncEngine:
-    """An engine for one service database. ``pooled=False`` for short-lived tools."""
+def create_engine(url: str | URL, pool_size: int = 20, *, pooled: bool = True) -> AsyncEngine:
+    """An engine for one service database, with at most ``pool_size`` connections.
+    ``pooled=False`` for short-lived tools.
+
+    Connections are opened as they are needed and then kept (no overflow): SQLAlchemy
+    closes an overflow connection when it is returned, and under load reopening it (a
+    server backend started, asyncpg's type set-up, every statement prepared again) cost
+    the services more CPU than their own work; waiting a moment for a pooled one is
+    cheaper."""
     if not pooled:
         return create_async_engine(async_url(url), poolclass=NullPool)
     return create_async_engine(
         async_url(url),
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=0,
         pool_pre_ping=False,
         pool_recycle=1800,
     )

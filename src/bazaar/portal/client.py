@@ -104,8 +104,15 @@ class TokenRefresher:
     old refresh token a second time (which auth treats as theft).
     """
 
-    def __init__(self, grace_seconds: float, *, max_entries: int = 10_000) -> None:
+    def __init__(
+        self,
+        grace_seconds: float,
+        *,
+        max_entries: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._grace = grace_seconds
+        self._clock = clock
         self._max_entries = max_entries
         self._in_flight: dict[str, asyncio.Future[TokenPair]] = {}
         self._recent: OrderedDict[str, tuple[float, TokenPair]] = OrderedDict()
@@ -114,7 +121,7 @@ class TokenRefresher:
         self, refresh_token: str, exchange: Callable[[str], Awaitable[TokenPair]]
     ) -> TokenPair:
         key = hashlib.sha256(refresh_token.encode()).hexdigest()
-        now = time.monotonic()
+        now = self._clock()
         self._prune(now)
         recent = self._recent.get(key)
         if recent is not None:
@@ -133,7 +140,7 @@ class TokenRefresher:
             raise
         else:
             future.set_result(pair)
-            self._recent[key] = (time.monotonic(), pair)
+            self._recent[key] = (self._clock(), pair)
             return pair
         finally:
             del self._in_flight[key]

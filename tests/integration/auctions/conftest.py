@@ -360,7 +360,7 @@ async def auctions_database(database_factory: DatabaseFactory) -> URL:
 
 @pytest.fixture
 async def auctions_engine(auctions_database: URL) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(auctions_database, pool_size=4)
+    engine = create_engine(auctions_database, pool_size=8)
     try:
         yield engine
     finally:

@@ -309,7 +309,7 @@ async def payments_service(
     **overrides: Any,
 ) -> AsyncIterator[Payments]:
     """One payments app instance (several may run on one database, like replicas)."""
-    engine = create_engine(url, pool_size=2)
+    engine = create_engine(url, pool_size=4)
     app = create_app(settings_for(url, sandbox.url, **overrides), platform)
     try:
         async with running_app(app) as client:

@@ -39,7 +39,8 @@ async def test_concurrent_renewals_spend_the_refresh_token_once() -> None:
 
 
 async def test_after_the_grace_period_the_old_token_is_asked_for_again() -> None:
-    refresher = TokenRefresher(grace_seconds=0)
+    now = [100.0]
+    refresher = TokenRefresher(grace_seconds=5, clock=lambda: now[0])
     calls: list[str] = []
 
     async def exchange(token: str) -> TokenPair:
@@ -47,7 +48,10 @@ async def test_after_the_grace_period_the_old_token_is_asked_for_again() -> None
         return pair(f"new-{len(calls)}")
 
     await refresher.refresh("old", exchange)
-    await asyncio.sleep(0.01)
+    now[0] += 5
+    await refresher.refresh("old", exchange)
+    assert calls == ["old"]  # still within the grace period
+    now[0] += 0.001
     await refresher.refresh("old", exchange)
     assert calls == ["old", "old"]
 
