@@ -43,7 +43,7 @@ USER_PASSWORD = "e2e-user-password"
 E2E_REPLICAS = {"catalog": 2, "auctions": 2}
 
 
-def small_pools(size: int = 6) -> dict[str, str]:
+def small_pools(size: int = 4) -> dict[str, str]:
     """Database pools small enough that the test stacks fit in a PostgreSQL of 100
     connections (CI's), next to the tests' own connections."""
     pools = {f"{spec.env_prefix}DATABASE_POOL_SIZE": str(size) for spec in SERVICES}

@@ -156,7 +156,7 @@ async def stack_delivering_everything_three_times(
             "BAZAAR_BOOTSTRAP_ADMIN_EMAIL": ADMIN_EMAIL,
             "BAZAAR_BOOTSTRAP_ADMIN_PASSWORD": ADMIN_PASSWORD,
             "BAZAAR_CHAOS_DUPLICATE_DELIVERIES": "3",
-            **small_pools(4),
+            **small_pools(3),
         },
         output=QuietOutput(),
     )

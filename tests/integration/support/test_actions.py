@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import text
 
 from bazaar.kit.config import PlatformSettings
+from bazaar.kit.db import create_engine
 from bazaar.kit.testing import running_app, wait_for
 from tests.integration.support.conftest import (
     SUPPORT,
@@ -317,13 +318,17 @@ async def test_pending_actions_survive_a_restart_and_locked_ones_are_skipped(
             ids.append(response.json()["id"])
     assert gateway.calls == []
 
-    with_worker = await start_support(support_database, support_platform)
-    async with running_app(with_worker) as client:
-        # Another worker holds the first action (mid-call): this one must pass it by.
-        async with with_worker.state.sessions() as holder, holder.begin():
-            await holder.execute(
-                text("SELECT id FROM support_actions WHERE id = :id FOR UPDATE"), {"id": ids[0]}
-            )
+    # Another worker holds the first action (mid-call), from before this replica starts:
+    # this one must pass it by.
+    holder_engine = create_engine(support_database, pooled=False)
+    try:
+        holder = await holder_engine.connect()
+        held = await holder.begin()
+        await holder.execute(
+            text("SELECT id FROM support_actions WHERE id = :id FOR UPDATE"), {"id": ids[0]}
+        )
+        with_worker = await start_support(support_database, support_platform)
+        async with running_app(with_worker) as client:
 
             async def second_done() -> bool:
                 body = (await client.get(f"{SUPPORT}/actions/{ids[1]}", headers=headers)).json()
@@ -331,10 +336,14 @@ async def test_pending_actions_survive_a_restart_and_locked_ones_are_skipped(
 
             await wait_for(second_done, timeout=15, message="the unlocked action carried out")
             assert gateway.calls_to(f"/api/orders/{targets[0]}/cancel") == []
+            await held.rollback()
+            await holder.close()
 
-        async def first_done() -> bool:
-            body = (await client.get(f"{SUPPORT}/actions/{ids[0]}", headers=headers)).json()
-            return bool(body["status"] == "succeeded")
+            async def first_done() -> bool:
+                body = (await client.get(f"{SUPPORT}/actions/{ids[0]}", headers=headers)).json()
+                return bool(body["status"] == "succeeded")
 
-        await wait_for(first_done, timeout=15, message="the released action carried out")
+            await wait_for(first_done, timeout=15, message="the released action carried out")
+    finally:
+        await holder_engine.dispose()
     assert len(gateway.calls_to(f"/api/orders/{targets[0]}/cancel")) == 1
