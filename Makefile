@@ -20,8 +20,17 @@ up: $(STAMP)
 	$(BIN)/bazaar up $(ARGS)
 
 ## The whole test suite (unit, integration, end-to-end) against real PostgreSQL and a real broker.
+## Unit and integration tests mostly wait on PostgreSQL and the broker, so they run in
+## TEST_WORKERS processes; the end-to-end tests then run alone (their stacks hold many
+## database connections). PYTEST_ARGS="..." runs one plain pytest with those arguments.
+TEST_WORKERS ?= 3
 test: $(STAMP) chromium
+ifdef PYTEST_ARGS
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+else
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) tests/unit tests/integration
+	$(BIN)/python -m pytest tests/e2e
+endif
 
 ## Format, lint, types and architecture contracts, as CI runs them.
 check: $(STAMP)
