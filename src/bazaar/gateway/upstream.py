@@ -404,6 +404,11 @@ class UpstreamClient:
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._closed = False
 
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for a connection because the limit is reached."""
+        return sum(not waiter.done() for waiter in self._waiters)
+
     async def send(
         self,
         base_url: str,

@@ -15,6 +15,7 @@ import pytest
 from aiohttp import web
 
 from bazaar.gateway.upstream import ConnectFailed, ConnectionBroke, UpstreamClient
+from bazaar.kit.testing import wait_for
 from bazaar.stack.ports import free_port
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -93,21 +94,32 @@ async def test_a_head_answer_does_not_confuse_the_next_answer_on_the_same_connec
 async def test_a_chunked_answer_is_read_whole_or_piece_by_piece(
     client: UpstreamClient, serve: Callable[[Handler], Awaitable[str]]
 ) -> None:
+    # The server writes the next piece only when given a go: for the piecewise read,
+    # once the client has the piece before, so the pieces cannot arrive together.
+    go_on: asyncio.Queue[None] = asyncio.Queue()
+
     async def handler(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse()
         response.enable_chunked_encoding()
         await response.prepare(request)
         for number in range(3):
+            if number:
+                async with asyncio.timeout(5):
+                    await go_on.get()
             await response.write(f"piece {number};".encode())
-            await asyncio.sleep(0.01)
         await response.write_eof()
         return response
 
     url = await serve(handler)
+    for _ in range(2):
+        go_on.put_nowait(None)
     assert await get(client, url) == b"piece 0;piece 1;piece 2;"
     response = await client.send(url, "GET", "/", [], None, head_timeout=2, resend_on_stale=True)
     assert response.content_length is None
-    pieces = [piece async for piece in response.iter_chunks(2)]
+    pieces = []
+    async for piece in response.iter_chunks(2):
+        pieces.append(piece)
+        go_on.put_nowait(None)
     response.release()
     assert b"".join(pieces) == b"piece 0;piece 1;piece 2;"
     assert len(pieces) >= 2
@@ -186,22 +198,32 @@ async def test_a_streamed_request_body_arrives_whole_and_chunked(
 async def test_requests_beyond_the_connection_limit_wait_for_a_free_connection(
     serve: Callable[[Handler], Awaitable[str]],
 ) -> None:
-    in_flight = 0
-    most = 0
+    total = 6
+    in_flight = most = 0
+    released = asyncio.Event()
 
     async def handler(request: web.Request) -> web.Response:
         nonlocal in_flight, most
         in_flight += 1
         most = max(most, in_flight)
-        await asyncio.sleep(0.05)
+        async with asyncio.timeout(5):
+            await released.wait()
         in_flight -= 1
         return web.Response(text="ok")
 
     url = await serve(handler)
     client = UpstreamClient(connect_timeout=1.0, keepalive_seconds=4.0, limit=2)
     try:
-        answers = await asyncio.gather(*(get(client, url) for _ in range(6)))
+        asked = asyncio.gather(*(get(client, url) for _ in range(total)))
+        # Two requests reach the server and the other four wait in the client.
+        await wait_for(
+            lambda: in_flight == 2 and client.waiting == total - 2,
+            timeout=5,
+            message="two requests in flight, four waiting for a connection",
+        )
+        released.set()
+        answers = await asked
     finally:
         await client.close()
-    assert answers == [b"ok"] * 6
+    assert answers == [b"ok"] * total
     assert most == 2

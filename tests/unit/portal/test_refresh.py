@@ -5,16 +5,35 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
+from collections.abc import Awaitable, Callable
 
 import orjson
 import pytest
 
+from bazaar.kit.testing import wait_for
 from bazaar.portal.client import ApiError, TokenPair, TokenRefresher, token_pair
 from bazaar.portal.problems import Problem
 
 
 def pair(name: str) -> TokenPair:
     return TokenPair(name, name + "-refresh", time.time() + 900, "user", ["customer"])
+
+
+class Callers:
+    """Requests renewing through one refresher, counted as they ask: a renewal runs
+    without pausing up to where it waits for the exchange, so once ``entered`` reaches n,
+    n requests are waiting on it."""
+
+    def __init__(
+        self, refresher: TokenRefresher, exchange: Callable[[str], Awaitable[TokenPair]]
+    ) -> None:
+        self._refresher = refresher
+        self._exchange = exchange
+        self.entered = 0
+
+    async def refresh(self, token: str) -> TokenPair:
+        self.entered += 1
+        return await self._refresher.refresh(token, self._exchange)
 
 
 async def test_concurrent_renewals_spend_the_refresh_token_once() -> None:
@@ -27,8 +46,9 @@ async def test_concurrent_renewals_spend_the_refresh_token_once() -> None:
         await release.wait()
         return pair("new")
 
-    waiting = [asyncio.create_task(refresher.refresh("old", exchange)) for _ in range(5)]
-    await asyncio.sleep(0)
+    asking = Callers(refresher, exchange)
+    waiting = [asyncio.create_task(asking.refresh("old")) for _ in range(5)]
+    await wait_for(lambda: asking.entered == 5, timeout=5, message="five renewals under way")
     release.set()
     results = await asyncio.gather(*waiting)
     assert calls == ["old"]
@@ -59,14 +79,17 @@ async def test_after_the_grace_period_the_old_token_is_asked_for_again() -> None
 async def test_a_refused_renewal_reaches_every_waiter_and_is_not_remembered() -> None:
     refresher = TokenRefresher(grace_seconds=30)
     refused = ApiError(Problem.of(400, "invalid_grant", "spent"))
+    release = asyncio.Event()
 
     async def exchange(token: str) -> TokenPair:
-        await asyncio.sleep(0)
+        await release.wait()
         raise refused
 
-    results = await asyncio.gather(
-        *(refresher.refresh("old", exchange) for _ in range(3)), return_exceptions=True
-    )
+    asking = Callers(refresher, exchange)
+    waiting = asyncio.gather(*(asking.refresh("old") for _ in range(3)), return_exceptions=True)
+    await wait_for(lambda: asking.entered == 3, timeout=5, message="three renewals under way")
+    release.set()
+    results = await waiting
     assert all(result is refused for result in results)
     with pytest.raises(ApiError):
         await refresher.refresh("old", exchange)
