@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bazaar.kit import tables
 from bazaar.kit.config import PlatformSettings
 from bazaar.kit.db import (
     transaction,
@@ -72,7 +73,7 @@ async def commit_event(db: ServiceDatabase, type_: str = PING) -> Envelope:
 
 async def outbox_rows(db: ServiceDatabase) -> int:
     async with db.sessions() as session:
-        return len((await session.execute(select(outbox.outbox.c.id))).all())
+        return len((await session.execute(select(tables.outbox.c.id))).all())
 
 
 @pytest.fixture

@@ -266,18 +266,6 @@ class MessageConsumer:
                 pending = []
         await self._handle_batch(pending)
 
-    async def handle_record(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        """Handle one record: parse, dispatch with retries, dead-letter when it keeps failing."""
-        try:
-            envelope = Envelope.from_bytes(record.value or b"")
-        except ValidationError as exc:
-            await self._dead_letter(record, None, f"not a CloudEvents envelope: {exc}")
-            return
-        handler = self._handlers.get(envelope.type)
-        if handler is None:
-            return
-        await self._handle_alone(_Delivery(record, envelope, handler))
-
     async def _handle_alone(self, delivery: _Delivery) -> None:
         envelope = delivery.envelope
         with self._message_context(envelope):

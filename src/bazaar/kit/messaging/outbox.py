@@ -16,7 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bazaar.contracts.base import Message
 from bazaar.kit.messaging.envelope import Envelope, new_envelope
-from bazaar.kit.tables import outbox as outbox
 
 OUTBOX_CHANNEL = "bazaar_outbox"
 
