@@ -26,6 +26,7 @@ from rich.text import Text
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
 
+    from bazaar.auth.schemas import UserRead
     from bazaar.stack.services import ServiceSpec
     from bazaar.stack.supervisor import Stack
 
@@ -405,11 +406,7 @@ def users_create(
     name = display_name or email.partition("@")[0]
     _configure_logging()
     user = _run(_users_create(email, password, name, roles, database_url, data_dir))
-    user_id = getattr(user, "id", None)
-    err_console.print(
-        f"[green]✓[/] created {email} with roles {', '.join(roles)}"
-        + (f" (id {user_id})" if user_id else "")
-    )
+    err_console.print(f"[green]✓[/] created {email} with roles {', '.join(roles)} (id {user.id})")
 
 
 async def _users_create(
@@ -419,7 +416,7 @@ async def _users_create(
     roles: list[str],
     database_url: str | None,
     data_dir: Path | None,
-) -> Any:
+) -> UserRead:
     from bazaar.stack.provisioning import create_user
 
     async with _auth_database(database_url, data_dir) as url:
@@ -434,12 +431,11 @@ def auth_rotate_keys(
 ) -> None:
     """Make a new signing key current; tokens signed with the old one stay valid."""
     _configure_logging()
-    key = _run(_rotate_keys(database_url, data_dir))
-    kid = getattr(key, "kid", None) or (key if isinstance(key, str) else None)
-    err_console.print("[green]✓[/] signing key rotated" + (f": new kid {kid}" if kid else ""))
+    kid = _run(_rotate_keys(database_url, data_dir))
+    err_console.print(f"[green]✓[/] signing key rotated: new kid {kid}")
 
 
-async def _rotate_keys(database_url: str | None, data_dir: Path | None) -> Any:
+async def _rotate_keys(database_url: str | None, data_dir: Path | None) -> str:
     from bazaar.stack.provisioning import rotate_signing_key
 
     async with _auth_database(database_url, data_dir) as url:
@@ -481,6 +477,7 @@ async def _support_replay(database_url: str | None, data_dir: Path | None) -> An
 
     from bazaar.kit.config import PlatformSettings
     from bazaar.kit.db import async_url, create_engine, create_session_factory
+    from bazaar.kit.db import database_url as database_url_on
     from bazaar.stack.datadir import (
         EMBEDDED_DATABASE_PREFIX,
         STATE_FILE,
@@ -518,7 +515,7 @@ async def _support_replay(database_url: str | None, data_dir: Path | None) -> An
     platform = PlatformSettings(kafka_bootstrap_servers=bootstrap)
     async with embedded_server(data_dir) as admin_url:
         name = database_name(EMBEDDED_DATABASE_PREFIX, "support")
-        return await replay(admin_url.set(database=name), platform)
+        return await replay(database_url_on(admin_url, name), platform)
 
 
 # --- bazaar dev --------------------------------------------------------------------------

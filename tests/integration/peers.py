@@ -13,9 +13,12 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from bazaar.contracts import payments
 from bazaar.contracts.base import Message
 from bazaar.kit.config import PlatformSettings
 from bazaar.kit.messaging.envelope import Envelope, new_envelope
@@ -55,6 +58,33 @@ async def send(
             )
     finally:
         await producer.stop()
+
+
+def payment_outcome(
+    charge: payments.ChargePayment, outcome: str, **extra: Any
+) -> payments.PaymentOutcome:
+    """The event payments publishes about ``charge``: ``succeeded``, ``failed`` (give a
+    ``failure_code``), ``refunded`` (of the whole amount unless told), ``cancelled`` or
+    ``processing``."""
+    kinds: dict[str, type[payments.PaymentOutcome]] = {
+        "succeeded": payments.PaymentSucceeded,
+        "failed": payments.PaymentFailed,
+        "refunded": payments.PaymentRefunded,
+        "cancelled": payments.PaymentCancelled,
+        "processing": payments.PaymentProcessing,
+    }
+    if outcome == "refunded":
+        extra.setdefault("refunded_amount", charge.amount)
+    return kinds[outcome](
+        payment_id=charge.payment_id,
+        user_id=charge.user_id,
+        amount=charge.amount,
+        currency=charge.currency,
+        reference_type=charge.reference_type,
+        reference_id=charge.reference_id,
+        occurred_at=datetime.now(UTC),
+        **extra,
+    )
 
 
 class TopicWatcher:

@@ -561,8 +561,3 @@ async def events_after(
         .limit(limit)
     )
     return [StreamRow(sequence, type_, data) for sequence, type_, data in rows]
-
-
-async def stream_position(session: AsyncSession, auction_id: uuid.UUID) -> Auction | None:
-    """The auction as it stands (its ``sequence`` is the stream's last event)."""
-    return await session.get(Auction, auction_id)

@@ -15,10 +15,9 @@ outbox; the repository writes both in one statement.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 import orjson
@@ -68,8 +67,8 @@ from bazaar.kit.errors import (
     ValidationFailed,
 )
 from bazaar.kit.idempotency import KEY_LIFETIME, request_fingerprint
-from bazaar.kit.messaging.envelope import new_envelope
-from bazaar.kit.pagination import InvalidCursor, PageParams, decode_cursor, encode_cursor
+from bazaar.kit.messaging.outbox import message_envelope
+from bazaar.kit.pagination import PageParams, cursor_part, decode_cursor, encode_cursor
 from bazaar.kit.tokens import ROLE_SERVICE, Principal
 
 SOURCE = "bazaar/auctions"
@@ -80,8 +79,6 @@ STARTS_AT_TOLERANCE = timedelta(minutes=1)
 STAFF = frozenset({"support", "admin"})
 # PostgreSQL refuses notifications of 8000 bytes or more: the stream's are split below it.
 NOTIFY_LIMIT = 7900
-
-T = TypeVar("T")
 
 
 def utcnow() -> datetime:
@@ -148,14 +145,12 @@ class Announcements:
     ) -> None:
         """Add a contract message for the outbox, correlated with the auction (the saga)."""
         key = key or str(self.auction_id)
-        envelope = new_envelope(
+        envelope = message_envelope(
+            message,
             source=SOURCE,
-            type=message.TYPE,
-            subject=key,
-            data=message,
+            key=key,
             correlation_id=str(self.auction_id),
             user_id=user_id,
-            dataschema=message.dataschema(),
         )
         self.messages.append(Outgoing(message.TOPIC, key, envelope))
 
@@ -245,7 +240,7 @@ def bid_read(bid: Bid, viewer: Principal | None) -> BidRead:
         auto=bid.auto,
         created_at=bid.created_at,
     )
-    if viewer is not None and (viewer.subject == str(bid.bidder_id) or viewer.has_any(STAFF)):
+    if may_see_secrets(viewer, bid.bidder_id):
         read.max_amount = bid.max_amount
     return read
 
@@ -270,12 +265,12 @@ async def list_auctions(
 ) -> AuctionPage:
     """Auctions, newest first; ``bidder_id``: those that user bid on, each with where the
     bidder stands (a user may ask about themselves only; support and admins about anyone)."""
-    if bidder_id is not None and not may_list_bids_of(viewer, bidder_id):
+    if bidder_id is not None and not may_see_secrets(viewer, bidder_id):
         raise BidderFilterForbidden()
     after = None
     if page.cursor:
         created_at, last_id = decode_cursor(page.cursor, 2)
-        after = (_cursor_part(datetime.fromisoformat, created_at), _cursor_part(uuid.UUID, last_id))
+        after = (cursor_part(datetime.fromisoformat, created_at), cursor_part(uuid.UUID, last_id))
     found = await repository.list_auctions(
         session,
         limit=page.limit + 1,
@@ -297,10 +292,6 @@ async def list_auctions(
         ],
         next_cursor=next_cursor,
     )
-
-
-def may_list_bids_of(viewer: Principal | None, bidder_id: uuid.UUID) -> bool:
-    return viewer is not None and (viewer.subject == str(bidder_id) or viewer.has_any(STAFF))
 
 
 def _standing(
@@ -326,20 +317,13 @@ async def list_bids(
     before = None
     if page.cursor:
         (sequence,) = decode_cursor(page.cursor, 1)
-        before = _cursor_part(int, sequence)
+        before = cursor_part(int, sequence)
     found = await repository.list_bids(
         session, auction_id, limit=page.limit + 1, before_sequence=before
     )
     items = found[: page.limit]
     next_cursor = encode_cursor(items[-1].sequence) if len(found) > page.limit else None
     return BidPage(items=[bid_read(bid, viewer) for bid in items], next_cursor=next_cursor)
-
-
-def _cursor_part(parse: Callable[[str], T], value: object) -> T:
-    try:
-        return parse(str(value))
-    except (TypeError, ValueError) as exc:
-        raise InvalidCursor(errors=[{"field": "cursor", "message": "malformed"}]) from exc
 
 
 # --- creating -------------------------------------------------------------------------
@@ -933,6 +917,7 @@ async def retry_settlement(
         policy,
         new_round=new_round,
         retry_reason=data.reason,
+        attempts=attempts,
     )
     await _save(session, auction, news)
     return auction_read(auction, caller)
@@ -954,10 +939,13 @@ async def _charge_next_bidder(
     *,
     new_round: int | None = None,
     retry_reason: str | None = None,
+    attempts: list[SettlementAttempt] | None = None,
 ) -> None:
     """Charge the highest eligible bidder not tried in this round (``new_round``: start
-    that round), or mark the auction unsold when nobody is left."""
-    attempts = await repository.attempts_of(session, auction.id)
+    that round), or mark the auction unsold when nobody is left (``attempts``: the
+    auction's attempts, when the caller has read them already)."""
+    if attempts is None:
+        attempts = await repository.attempts_of(session, auction.id)
     round_ = new_round or saga.current_round(attempt.round for attempt in attempts)
     candidate = saga.next_candidate(
         saga.round_candidates(

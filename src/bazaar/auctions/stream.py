@@ -170,7 +170,7 @@ async def event_stream(
         last = last_event_id
         if last is None:
             async with sessions() as session:
-                auction = await repository.stream_position(session, auction_id)
+                auction = await repository.get_auction(session, auction_id)
             if auction is None:
                 return
             last = auction.sequence

@@ -10,6 +10,7 @@ housekeeping.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -145,12 +146,16 @@ async def _keep_following_revocations(
     sessions: async_sessionmaker[AsyncSession], revocations: RevocationList, interval: float
 ) -> None:
     """Learn revocations made through other replicas, for this replica's own token checks."""
+    last_prune = time.monotonic()
     while True:
         try:
             more = await _follow_revocations_once(sessions, revocations)
         except (SQLAlchemyError, OSError) as exc:
             log.warning("revocations_poll_failed", error=repr(exc))
             more = False
+        if time.monotonic() - last_prune > service.PRUNE_REVOCATIONS_EVERY_SECONDS:
+            revocations.prune()
+            last_prune = time.monotonic()
         if not more:
             await asyncio.sleep(interval)
 

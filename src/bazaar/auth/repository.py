@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, exists, func, select, text, update
+from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from bazaar.auth.models import (
     LoginFailure,
@@ -22,18 +23,6 @@ from bazaar.auth.models import (
 )
 
 ADMIN_ROLE = "admin"
-
-
-async def advisory_lock(session: AsyncSession, name: str) -> None:
-    """Hold a PostgreSQL advisory lock named ``name`` until the transaction ends.
-
-    Serialises what replicas (and the CLI) must not do at the same time: creating the
-    first signing key, rotating, creating the first admin, numbering revocations,
-    counting one account's failed logins.
-    """
-    await session.execute(
-        text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))"), {"name": name}
-    )
 
 
 # --- users ---------------------------------------------------------------------------
@@ -385,21 +374,26 @@ async def recent_failures_of_account(
     session: AsyncSession, account: str, since: datetime, limit: int
 ) -> list[datetime]:
     """When the account's failed logins since ``since`` happened, newest first."""
-    result = await session.scalars(
-        select(LoginFailure.failed_at)
-        .where(LoginFailure.account == account, LoginFailure.failed_at > since)
-        .order_by(LoginFailure.failed_at.desc())
-        .limit(limit)
-    )
-    return list(result.all())
+    return await _recent_failures(session, LoginFailure.account, account, since, limit)
 
 
 async def recent_failures_of_address(
     session: AsyncSession, address: str, since: datetime, limit: int
 ) -> list[datetime]:
+    """When the address's failed logins since ``since`` happened, newest first."""
+    return await _recent_failures(session, LoginFailure.address, address, since, limit)
+
+
+async def _recent_failures(
+    session: AsyncSession,
+    column: InstrumentedAttribute[Any],
+    value: str,
+    since: datetime,
+    limit: int,
+) -> list[datetime]:
     result = await session.scalars(
         select(LoginFailure.failed_at)
-        .where(LoginFailure.address == address, LoginFailure.failed_at > since)
+        .where(column == value, LoginFailure.failed_at > since)
         .order_by(LoginFailure.failed_at.desc())
         .limit(limit)
     )

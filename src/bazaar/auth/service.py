@@ -44,6 +44,7 @@ from bazaar.auth.schemas import (
 )
 from bazaar.auth.settings import AuthSettings
 from bazaar.contracts.auth import AccessTokenRevoked, UserRegistered, UserRolesChanged
+from bazaar.kit.db import advisory_lock
 from bazaar.kit.errors import InvalidToken, ValidationFailed
 from bazaar.kit.logging import get_logger
 from bazaar.kit.messaging.outbox import publish_message
@@ -59,12 +60,14 @@ SERVICE_CLIENT_SUBJECT_PREFIX = "client:"
 ACCESS_TOKEN_TYPE = "Bearer"
 REFRESH_TOKEN_TYPE = "refresh_token"
 
-# Advisory locks (see repository.advisory_lock).
+# Advisory locks (see bazaar.kit.db.advisory_lock).
 SIGNING_KEYS_LOCK = "bazaar-auth:signing-keys"
 ADMINS_LOCK = "bazaar-auth:admins"
 REVOCATIONS_LOCK = "bazaar-auth:revocations"
 LOGIN_LOCK_PREFIX = "bazaar-auth:login:"
 MAX_EMAIL_LENGTH = 320
+# How often a replica drops expired entries from its revocation list (as the gateway does).
+PRUNE_REVOCATIONS_EVERY_SECONDS = 60.0
 
 INACTIVE = Introspection(active=False)
 
@@ -254,7 +257,7 @@ async def ensure_bootstrap_admin(
     configured one, and making it admin would hand the role to whoever registered it.
     """
     data = UserCreate(email=email, password=password, display_name="Administrator")
-    await repository.advisory_lock(session, ADMINS_LOCK)
+    await advisory_lock(session, ADMINS_LOCK)
     if await repository.admin_exists(session):
         return None
     if await repository.user_by_email(session, normalize_email(data.email)) is not None:
@@ -310,7 +313,7 @@ async def change_roles(
     """
     new_roles = normalize_roles(roles)
     # Serialises role changes, so two admins cannot demote each other to no admin at all.
-    await repository.advisory_lock(session, ADMINS_LOCK)
+    await advisory_lock(session, ADMINS_LOCK)
     user = await repository.user_by_id(session, user_id)
     if user is None:
         raise UserNotFound()
@@ -445,7 +448,7 @@ async def login_with_password(
     # No account's email is longer than the column; a longer name still counts as a failure.
     account = normalize_email(email)[:MAX_EMAIL_LENGTH]
     now = utcnow()
-    await repository.advisory_lock(session, LOGIN_LOCK_PREFIX + account)
+    await advisory_lock(session, LOGIN_LOCK_PREFIX + account)
     await check_login_throttle(session, context.throttle, account, address, now)
     user = await repository.user_by_email(session, account)
     matches = await context.passwords.verify(user.password_hash if user else None, password)
@@ -666,7 +669,7 @@ async def revoke_access_tokens(
     if not live:
         return []
     # Numbers revocations in commit order (see models.RevokedToken); always taken last.
-    await repository.advisory_lock(session, REVOCATIONS_LOCK)
+    await advisory_lock(session, REVOCATIONS_LOCK)
     revoked: list[RevokedAccessToken] = []
     for jti, expires_at in live:
         if not await repository.insert_revoked_token(
@@ -703,12 +706,14 @@ async def revocation_feed(session: AsyncSession, after: int, limit: int) -> Revo
 async def follow_revocations(
     session: AsyncSession, revocations: RevocationList, batch: int = 1000
 ) -> bool:
-    """Bring this replica's revocation list up to date; True when more are waiting."""
+    """Bring this replica's revocation list up to date; True when more are waiting.
+
+    Expired entries are not pruned here (the poll is frequent): the caller prunes
+    every :data:`PRUNE_REVOCATIONS_EVERY_SECONDS`."""
     feed = await revocation_feed(session, revocations.cursor, batch)
     for item in feed.items:
         revocations.add(item.jti, item.expires_at)
     revocations.cursor = feed.cursor
-    revocations.prune()
     return feed.has_more
 
 
@@ -723,7 +728,7 @@ async def ensure_signing_key(session: AsyncSession) -> str | None:
     if await repository.active_signing_key(session) is not None:
         return None
     key = await asyncio.to_thread(generate_signing_key)
-    await repository.advisory_lock(session, SIGNING_KEYS_LOCK)
+    await advisory_lock(session, SIGNING_KEYS_LOCK)
     if await repository.active_signing_key(session) is not None:
         return None
     await repository.insert_signing_key(
@@ -745,7 +750,7 @@ async def rotate_signing_key(session: AsyncSession) -> str:
     JWKS until the tokens it signed have expired.
     """
     key = await asyncio.to_thread(generate_signing_key)
-    await repository.advisory_lock(session, SIGNING_KEYS_LOCK)
+    await advisory_lock(session, SIGNING_KEYS_LOCK)
     now = utcnow()
     await repository.retire_active_signing_key(session, now)
     await repository.insert_signing_key(

@@ -7,11 +7,12 @@ from collections.abc import Collection, Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, func, or_, select, text, tuple_, update
+from sqlalchemy import Select, and_, func, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bazaar.catalog.models import Item, StockRefusal, StockReservation
+from bazaar.kit.db import advisory_lock
 
 SEARCH_CONFIG = "english"
 
@@ -103,10 +104,7 @@ async def get_items(session: AsyncSession, item_ids: Collection[uuid.UUID]) -> l
 async def lock_reservation_id(session: AsyncSession, reservation_id: uuid.UUID) -> None:
     """Serialise commands about one reservation until this transaction ends (a
     transaction-scoped advisory lock: works before any row of it exists)."""
-    await session.execute(
-        text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
-        {"key": f"stock-reservation:{reservation_id}"},
-    )
+    await advisory_lock(session, f"stock-reservation:{reservation_id}")
 
 
 async def take_stock(session: AsyncSession, item_id: uuid.UUID, quantity: int) -> bool:

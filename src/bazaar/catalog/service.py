@@ -9,9 +9,7 @@ it land in one transaction.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -36,11 +34,10 @@ from bazaar.contracts.catalog import (
 )
 from bazaar.kit.logging import get_logger
 from bazaar.kit.messaging.outbox import publish_message
-from bazaar.kit.pagination import InvalidCursor, PageParams, decode_cursor, encode_cursor
+from bazaar.kit.pagination import PageParams, cursor_part, decode_cursor, encode_cursor
 from bazaar.kit.tokens import Principal
 
 SOURCE = "bazaar/catalog"
-T = TypeVar("T")
 
 log = get_logger(__name__)
 
@@ -117,7 +114,7 @@ async def list_items(
         after_rank = None
         if page.cursor:
             rank, last_id = decode_cursor(page.cursor, 2)
-            after_rank = (_cursor_part(float, rank), _cursor_part(uuid.UUID, last_id))
+            after_rank = (cursor_part(float, rank), cursor_part(uuid.UUID, last_id))
         ranked = await repository.search_active_items(
             session,
             query_text,
@@ -134,8 +131,8 @@ async def list_items(
         if page.cursor:
             created_at, last_id = decode_cursor(page.cursor, 2)
             after_time = (
-                _cursor_part(datetime.fromisoformat, created_at),
-                _cursor_part(uuid.UUID, last_id),
+                cursor_part(datetime.fromisoformat, created_at),
+                cursor_part(uuid.UUID, last_id),
             )
         found = await repository.list_active_items(
             session, limit=page.limit + 1, kind=kind, seller_id=seller_id, after=after_time
@@ -149,13 +146,6 @@ async def list_items(
         items=[ItemRead.model_validate(item, from_attributes=True) for item in items],
         next_cursor=next_cursor,
     )
-
-
-def _cursor_part(parse: Callable[[str], T], value: object) -> T:
-    try:
-        return parse(str(value))
-    except (TypeError, ValueError) as exc:
-        raise InvalidCursor(errors=[{"field": "cursor", "message": "malformed"}]) from exc
 
 
 async def _announce(
@@ -371,10 +361,15 @@ async def reap_expired_holds(session: AsyncSession, *, now: datetime, limit: int
     """Return the units of holds past their expiry (a saga that never came back); how many
     lines were reaped."""
     lines = await repository.expired_holds(session, now, limit=limit)
+    # One update per item; the lines come sorted by item id, and a dict keeps that
+    # (lock) order.
+    returned: dict[uuid.UUID, int] = {}
     for line in lines:
-        await repository.return_stock(session, line.item_id, line.quantity)
+        returned[line.item_id] = returned.get(line.item_id, 0) + line.quantity
         line.status = "expired"
         line.updated_at = now
+    for item_id, quantity in returned.items():
+        await repository.return_stock(session, item_id, quantity)
     await session.flush()
     if lines:
         log.info("stock_holds_expired", lines=len(lines))

@@ -48,10 +48,6 @@ class Access:
     kind: AccessKind
     roles: frozenset[str] = frozenset()
 
-    @property
-    def needs_token(self) -> bool:
-        return self.kind != "public"
-
     def describe(self) -> str:
         return self.kind if self.kind != "roles" else ", ".join(sorted(self.roles))
 
@@ -110,11 +106,6 @@ class ServiceRoute:
         group = found.lastgroup
         assert group is not None
         return matches[int(group[1:])]
-
-    def access_for(self, method: str, path: str) -> Access | None:
-        """The access rule for ``method path`` (already known to be under the prefix)."""
-        match = self.match(method, path)
-        return None if match is None else match.access
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Annotated, Any
 
-import orjson
 import structlog
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -25,7 +24,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bazaar.kit.db import transaction
 from bazaar.kit.errors import DomainError, Forbidden, InvalidToken, problem_body
+from bazaar.kit.idempotency import JSONBytesResponse
 from bazaar.kit.logging import get_logger
 from bazaar.kit.requestcontext import current_request_id
 from bazaar.kit.telemetry import span, trace_id_of
@@ -34,7 +35,7 @@ from bazaar.kit.tokens import Principal, TokenVerifier, bearer_token
 log = get_logger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
-REQUEST_ID_HEADER = "x-request-id"
+REQUEST_ID_HEADER = b"x-request-id"
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 HTTP_REQUESTS = Counter(
@@ -59,11 +60,8 @@ def sane_request_id(value: str | None) -> str:
     return uuid.uuid4().hex
 
 
-class ProblemResponse(JSONResponse):
+class ProblemResponse(JSONBytesResponse):
     media_type = PROBLEM_JSON
-
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
 
 
 def problem_response(
@@ -148,7 +146,7 @@ class RequestContextMiddleware:
         request_id: str | None = None
         traceparent: str | None = None
         for name, value in scope["headers"]:
-            if name == b"x-request-id":
+            if name == REQUEST_ID_HEADER:
                 request_id = value.decode("latin-1")
             elif name == b"traceparent":
                 traceparent = value.decode("latin-1")
@@ -162,7 +160,7 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", encoded_id)]
+                message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER, encoded_id)]
             await send(message)
 
         try:
@@ -240,7 +238,7 @@ def create_service_app(
 
 async def db_session(request: Request) -> AsyncIterator[AsyncSession]:
     """A session in a transaction that commits when the route returns (commit at the edge)."""
-    async with request.app.state.sessions() as session, session.begin():
+    async with transaction(request.app.state.sessions) as session:
         yield session
 
 

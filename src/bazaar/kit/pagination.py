@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 import orjson
 from fastapi import Depends, Query
@@ -37,6 +38,18 @@ def decode_cursor(cursor: str, arity: int) -> list[Any]:
     if not isinstance(key, list) or len(key) != arity:
         raise InvalidCursor(errors=[{"field": "cursor", "message": "malformed"}])
     return key
+
+
+T = TypeVar("T")
+
+
+def cursor_part(parse: Callable[[str], T], value: object) -> T:
+    """One part of a decoded cursor's key, parsed (``uuid.UUID``, ``datetime.fromisoformat``,
+    ``int``); :class:`InvalidCursor` if it does not parse."""
+    try:
+        return parse(str(value))
+    except (TypeError, ValueError) as exc:
+        raise InvalidCursor(errors=[{"field": "cursor", "message": "malformed"}]) from exc
 
 
 class PageParams(BaseModel):

@@ -78,15 +78,19 @@ async def service_runtime(
     verifier: TokenVerifier | None = None,
 ) -> AsyncIterator[ServiceRuntime]:
     engine = create_engine(settings.database_url.get_secret_value(), settings.database_pool_size)
-    jwks = JwksCache(platform.jwks_url)
+    if verifier is None:
+        verifier = TokenVerifier(
+            JwksCache(platform.jwks_url),
+            issuer=platform.auth_issuer,
+            audience=platform.auth_audience,
+        )
     runtime = ServiceRuntime(
         service=service,
         settings=settings,
         platform=platform,
         engine=engine,
         sessions=create_session_factory(engine),
-        verifier=verifier
-        or TokenVerifier(jwks, issuer=platform.auth_issuer, audience=platform.auth_audience),
+        verifier=verifier,
     )
     app.state.runtime = runtime
     app.state.sessions = runtime.sessions

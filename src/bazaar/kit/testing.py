@@ -29,13 +29,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
 from jwt.algorithms import RSAAlgorithm
 from sqlalchemy import text
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy.engine import URL
 
 from bazaar.kit.config import PlatformSettings
 from bazaar.kit.db import (
     async_url,
+    create_engine,
     database_url,
     drop_database,
     ensure_database,
@@ -85,7 +84,7 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[URL]:
     """The admin URL of the PostgreSQL server the tests use."""
     configured = os.environ.get("BAZAAR_TEST_DATABASE_URL")
     if configured:
-        yield async_url(make_url(configured))
+        yield async_url(configured)
         return
     server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data")
     url = server.start()
@@ -274,7 +273,7 @@ class DatabaseFactory:
 @asynccontextmanager
 async def _server_lock(server_url: URL, name: str) -> AsyncIterator[None]:
     """A PostgreSQL advisory lock named ``name``, held on the server of ``server_url``."""
-    engine = create_async_engine(async_url(server_url), poolclass=NullPool)
+    engine = create_engine(server_url, pooled=False)
     key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
     try:
         async with engine.connect() as conn:

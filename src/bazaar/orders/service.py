@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TypedDict, TypeVar, cast
+from typing import TypedDict, cast
 
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,7 +24,7 @@ from bazaar.contracts.base import Message
 from bazaar.kit.errors import Forbidden
 from bazaar.kit.logging import get_logger
 from bazaar.kit.messaging.outbox import publish_message
-from bazaar.kit.pagination import InvalidCursor, PageParams, decode_cursor, encode_cursor
+from bazaar.kit.pagination import PageParams, cursor_part, decode_cursor, encode_cursor
 from bazaar.kit.tokens import Principal
 from bazaar.orders import repository, saga
 from bazaar.orders.errors import (
@@ -50,7 +49,6 @@ from bazaar.orders.schemas import (
 
 SOURCE = "bazaar/orders"
 STAFF_ROLES = frozenset({"support", "admin"})
-T = TypeVar("T")
 
 log = get_logger(__name__)
 
@@ -192,7 +190,7 @@ async def list_orders(
     after = None
     if page.cursor:
         created_at, last_id = decode_cursor(page.cursor, 2)
-        after = (_cursor_part(datetime.fromisoformat, created_at), _cursor_part(uuid.UUID, last_id))
+        after = (cursor_part(datetime.fromisoformat, created_at), cursor_part(uuid.UUID, last_id))
     found = await repository.list_orders(
         session, limit=page.limit + 1, user_id=user_id, status=status, after=after
     )
@@ -212,9 +210,9 @@ async def list_sales(session: AsyncSession, seller: Principal, page: PageParams)
     if page.cursor:
         created_at, last_id, line_no = decode_cursor(page.cursor, 3)
         after = (
-            _cursor_part(datetime.fromisoformat, created_at),
-            _cursor_part(uuid.UUID, last_id),
-            _cursor_part(int, line_no),
+            cursor_part(datetime.fromisoformat, created_at),
+            cursor_part(uuid.UUID, last_id),
+            cursor_part(int, line_no),
         )
     found = await repository.list_sales(
         session, uuid.UUID(seller.subject), limit=page.limit + 1, after=after
@@ -339,13 +337,6 @@ def order_read(order: Order) -> OrderRead:
         created_at=order.created_at,
         updated_at=order.updated_at,
     )
-
-
-def _cursor_part(parse: Callable[[str], T], value: object) -> T:
-    try:
-        return parse(str(value))
-    except (TypeError, ValueError) as exc:
-        raise InvalidCursor(errors=[{"field": "cursor", "message": "malformed"}]) from exc
 
 
 # --- the saga side -------------------------------------------------------------------

@@ -203,19 +203,19 @@ class PaymentProcessor:
         transaction (the fast path of the module's docstring)."""
         token = uuid.uuid4()
         async with transaction(self._sessions) as session:
-            ids = await repository.claim_due(
+            payments = await repository.claim_due(
                 session, token=token, lease=self._lease, limit=limit, payment_id=payment_id
             )
-            charges = await self._mark_first_charges_sent(session, ids) if ids else {}
+            ids = [payment.id for payment in payments]
+            charges = await self._mark_first_charges_sent(session, payments) if payments else {}
         return [Claim(payment_id, token, charges.get(payment_id)) for payment_id in ids]
 
     async def _mark_first_charges_sent(
-        self, session: AsyncSession, ids: list[uuid.UUID]
+        self, session: AsyncSession, payments: list[Payment]
     ) -> dict[uuid.UUID, Snapshot]:
         """``processing`` and one more attempt for each claimed payment that is new
         (``pending``, no cancel asked for) and whose method the provider knows; the
         snapshots of their charges. Others go through the rounds as usual."""
-        payments = await repository.get_payments(session, ids)
         fresh = [
             payment
             for payment in payments

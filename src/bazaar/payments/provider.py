@@ -78,11 +78,6 @@ class ProviderAnswer:
     charge: ProviderCharge | None = None
     duration_ms: int = 0
 
-    @property
-    def final(self) -> bool:
-        """The provider's answer settles the question asked (no retry would change it)."""
-        return self.outcome not in (CallOutcome.TRANSIENT, CallOutcome.UNKNOWN)
-
 
 @dataclass(frozen=True, slots=True)
 class CardToken:

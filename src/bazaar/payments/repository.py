@@ -96,16 +96,6 @@ async def get_payment(
     return (await session.execute(statement)).scalar_one_or_none()
 
 
-async def get_payments(session: AsyncSession, payment_ids: Sequence[uuid.UUID]) -> list[Payment]:
-    """The payments of ``payment_ids`` that exist (the caller holds their rows locked)."""
-    statement = (
-        select(Payment)
-        .where(Payment.id.in_(list(payment_ids)))
-        .execution_options(populate_existing=True)
-    )
-    return list((await session.execute(statement)).scalars())
-
-
 async def provider_tokens(
     session: AsyncSession, method_ids: Collection[uuid.UUID]
 ) -> dict[uuid.UUID, str]:
@@ -159,8 +149,9 @@ async def claim_due(
     lease: timedelta,
     limit: int,
     payment_id: uuid.UUID | None = None,
-) -> list[uuid.UUID]:
-    """Reserve up to ``limit`` due payments that nobody holds for ``lease``; their ids.
+) -> list[Payment]:
+    """Reserve up to ``limit`` due payments that nobody holds for ``lease``; the claimed
+    payments, as updated (the rows stay locked until the transaction ends).
 
     ``FOR UPDATE SKIP LOCKED`` lets replicas claim side by side without waiting on
     each other or taking the same row; the lease (``claimed_until``) keeps the payment
@@ -183,8 +174,8 @@ async def claim_due(
         update(Payment)
         .where(Payment.id.in_(candidates.scalar_subquery()))
         .values(claimed_until=now + lease, claim_token=token)
-        .returning(Payment.id)
-        .execution_options(synchronize_session=False)
+        .returning(Payment)
+        .execution_options(synchronize_session=False, populate_existing=True)
     )
     return list(result.scalars())
 
@@ -216,15 +207,6 @@ async def claim_state(session: AsyncSession, payment_id: uuid.UUID) -> ClaimStat
 async def add_attempt(session: AsyncSession, attempt: PaymentAttempt) -> None:
     session.add(attempt)
     await session.flush()
-
-
-async def list_attempts(session: AsyncSession, payment_id: uuid.UUID) -> list[PaymentAttempt]:
-    statement = (
-        select(PaymentAttempt)
-        .where(PaymentAttempt.payment_id == payment_id)
-        .order_by(PaymentAttempt.id)
-    )
-    return list((await session.execute(statement)).scalars())
 
 
 async def add_ledger_entries(session: AsyncSession, entries: Sequence[LedgerEntry]) -> None:

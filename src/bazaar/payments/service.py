@@ -15,9 +15,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import uuid
-from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -34,7 +33,7 @@ from bazaar.contracts.payments import (
 from bazaar.kit.errors import Forbidden
 from bazaar.kit.logging import get_logger
 from bazaar.kit.messaging.outbox import publish_message
-from bazaar.kit.pagination import InvalidCursor, PageParams, decode_cursor, encode_cursor
+from bazaar.kit.pagination import PageParams, cursor_part, decode_cursor, encode_cursor
 from bazaar.kit.tokens import Principal
 from bazaar.payments import ledger, repository
 from bazaar.payments.errors import (
@@ -77,8 +76,6 @@ PAYMENT_OUTCOMES = Counter(
     "Payment outcomes recorded: succeeded, failed, processing (unknown), refunded, cancelled",
     ["outcome"],
 )
-
-T = TypeVar("T")
 
 
 def utc_now() -> datetime:
@@ -286,14 +283,7 @@ def _time_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
     if not cursor:
         return None
     created_at, last_id = decode_cursor(cursor, 2)
-    return _cursor_part(datetime.fromisoformat, created_at), _cursor_part(uuid.UUID, last_id)
-
-
-def _cursor_part(parse: Callable[[str], T], value: object) -> T:
-    try:
-        return parse(str(value))
-    except (TypeError, ValueError) as exc:
-        raise InvalidCursor(errors=[{"field": "cursor", "message": "malformed"}]) from exc
+    return cursor_part(datetime.fromisoformat, created_at), cursor_part(uuid.UUID, last_id)
 
 
 # --- opening payments ------------------------------------------------------------------
@@ -301,7 +291,7 @@ def _cursor_part(parse: Callable[[str], T], value: object) -> T:
 
 async def open_payment(
     session: AsyncSession, payment_id: uuid.UUID, data: PaymentCreate, correlation_id: str | None
-) -> Payment:
+) -> None:
     """Record a payment asked for over HTTP, ``pending`` and due at once.
 
     The payer is the method's owner; a method that cannot be charged is a 422.
@@ -322,10 +312,7 @@ async def open_payment(
         next_check_at=utc_now(),
     )
     await repository.insert_payment(session, payment)
-    found = await repository.get_payment(session, payment_id)
-    assert found is not None
     log.info("payment_opened", payment_id=str(payment_id), amount=data.amount)
-    return found
 
 
 async def request_charge(

@@ -20,17 +20,15 @@ charge for refunds), so concurrent repeats of one request make one charge.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any, Literal
-
-import orjson
+from typing import Literal
 
 from bazaar.kit.errors import IdempotencyKeyReused
+from bazaar.kit.idempotency import request_fingerprint as fingerprint_of
 from bazaar.kit.logging import get_logger
 from bazaar.psp_sandbox.errors import (
     CardExpired,
@@ -112,11 +110,6 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def fingerprint(fields: dict[str, Any]) -> str:
-    """What makes two requests under one idempotency key "the same request"."""
-    return hashlib.sha256(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)).hexdigest()
-
-
 @dataclass(frozen=True)
 class CardDetails:
     """A card as the caller sent it; lives for one request and is never stored."""
@@ -135,7 +128,7 @@ class ChargeRequest:
     metadata: dict[str, str] = field(default_factory=dict)
 
     def fingerprint(self) -> str:
-        return fingerprint(
+        return fingerprint_of(
             {
                 "amount": self.amount,
                 "currency": self.currency,
@@ -347,7 +340,7 @@ class PspSandbox:
     async def _refund(
         self, charge_id: str, idempotency_key: str, amount: int | None
     ) -> RefundOutcome:
-        request_fingerprint = fingerprint({"charge_id": charge_id, "amount": amount})
+        request_fingerprint = fingerprint_of({"charge_id": charge_id, "amount": amount})
         async with self.locks.hold(_refund_lock(charge_id)):
             state = self.get_charge(charge_id)
             existing = self.ledger.refunds_by_key.get((charge_id, idempotency_key))

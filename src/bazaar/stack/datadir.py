@@ -24,7 +24,6 @@ from bazaar.stack.postgres import EmbeddedPostgres
 
 DEFAULT_DATA_DIR = ".bazaar"
 PG_DIR = "pg"
-PSP_DIR = "psp_sandbox"
 STATE_FILE = "stack.json"
 LOCK_FILE = ".lock"
 # Database names on the embedded server: ``bazaar_<service>``.

@@ -50,7 +50,7 @@ async def prepare_databases(
         if not spec.database:
             continue
         url = database_url(server_url, names[spec.name])
-        await migrate(migrations_dir(spec.package), url)
+        await migrate_service(spec, url)
         urls[spec.name] = url
     return urls
 

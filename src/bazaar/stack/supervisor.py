@@ -35,7 +35,7 @@ from urllib.parse import unquote
 
 import httpx
 import psutil  # type: ignore[import-untyped]
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL
 
 from bazaar.contracts.topics import ALL_TOPICS
 from bazaar.kit.config import PlatformSettings
@@ -117,11 +117,7 @@ class Stack:
         self.output: StackOutput = output or ConsoleOutput()
         self.startup_timeout = startup_timeout
 
-        self._external_postgres = (
-            async_url(make_url(postgres_url) if isinstance(postgres_url, str) else postgres_url)
-            if postgres_url is not None
-            else None
-        )
+        self._external_postgres = async_url(postgres_url) if postgres_url is not None else None
         if database_prefix is None:
             database_prefix = (
                 EMBEDDED_DATABASE_PREFIX

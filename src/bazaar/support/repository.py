@@ -416,12 +416,9 @@ async def add_action(session: AsyncSession, values: dict[str, Any]) -> SupportAc
             index_elements=[SupportAction.action, SupportAction.target_id],
             index_where=SupportAction.status != "failed",
         )
-        .returning(SupportAction.id)
+        .returning(SupportAction)
     )
-    inserted = result.scalar_one_or_none()
-    if inserted is None:
-        return None
-    return await session.get(SupportAction, inserted)
+    return result.scalar_one_or_none()
 
 
 async def live_action(

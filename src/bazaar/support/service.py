@@ -7,9 +7,8 @@ worker's loop) does, so an action, its outbox event and its outcome land togethe
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from datetime import datetime
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,7 +19,7 @@ from bazaar.contracts.support import (
 )
 from bazaar.kit.logging import get_logger
 from bazaar.kit.messaging.outbox import publish_message
-from bazaar.kit.pagination import InvalidCursor, PageParams, decode_cursor, encode_cursor
+from bazaar.kit.pagination import PageParams, cursor_part, decode_cursor, encode_cursor
 from bazaar.kit.requestcontext import current_request_id
 from bazaar.kit.telemetry import current_traceparent
 from bazaar.kit.tokens import Principal
@@ -45,7 +44,6 @@ from bazaar.support.schemas import (
 )
 
 SOURCE = "bazaar/support"
-T = TypeVar("T")
 
 log = get_logger(__name__)
 
@@ -60,7 +58,7 @@ async def list_operations(
     before = None
     if page.cursor:
         occurred_at, last_id = decode_cursor(page.cursor, 2)
-        before = (_cursor_part(datetime.fromisoformat, occurred_at), _cursor_part(str, last_id))
+        before = (cursor_part(datetime.fromisoformat, occurred_at), cursor_part(str, last_id))
     found = await repository.list_events(session, filters, limit=page.limit + 1, before=before)
     rows = found[: page.limit]
     next_cursor = None
@@ -77,7 +75,7 @@ async def get_timeline(
     after = None
     if cursor:
         occurred_at, last_id = decode_cursor(cursor, 2)
-        after = (_cursor_part(datetime.fromisoformat, occurred_at), _cursor_part(str, last_id))
+        after = (cursor_part(datetime.fromisoformat, occurred_at), cursor_part(str, last_id))
     related = sorted(set(await repository.children_of(session, entity_id)) - {entity_id})
     found = await repository.timeline(session, entity_id, related, limit=limit + 1, after=after)
     rows = found[:limit]
@@ -122,7 +120,7 @@ async def list_problems(
     after = None
     if page.cursor:
         since, last_id = decode_cursor(page.cursor, 2)
-        after = (_cursor_part(datetime.fromisoformat, since), _cursor_part(str, last_id))
+        after = (cursor_part(datetime.fromisoformat, since), cursor_part(str, last_id))
     kinds = [kind] if kind else list(repository.PROBLEM_KINDS)
     found = await repository.find_problems(
         session, cutoffs, kinds=kinds, limit=page.limit + 1, after=after
@@ -221,8 +219,8 @@ async def list_actions(
     if page.cursor:
         created_at, last_id = decode_cursor(page.cursor, 2)
         before = (
-            _cursor_part(datetime.fromisoformat, created_at),
-            _cursor_part(uuid.UUID, last_id),
+            cursor_part(datetime.fromisoformat, created_at),
+            cursor_part(uuid.UUID, last_id),
         )
     found = await repository.list_actions(
         session, target_id=target_id, status=status, limit=page.limit + 1, before=before
@@ -317,10 +315,3 @@ def action_read(action: SupportAction) -> ActionRead:
         attempts=action.attempts,
         outcome=outcome,
     )
-
-
-def _cursor_part(parse: Callable[[str], T], value: object) -> T:
-    try:
-        return parse(str(value))
-    except (TypeError, ValueError) as exc:
-        raise InvalidCursor(errors=[{"field": "cursor", "message": "malformed"}]) from exc

@@ -136,7 +136,9 @@ async def test_a_broker_restart_mid_run_loses_no_order_and_no_money(
     finally:
         placing.cancel()
     finals = await run.finals()
+    assert len(finals) == 40
     assert {order["status"] for order in finals} <= {"confirmed", "cancelled"}
+    assert any(order["status"] == "confirmed" for order in finals)
     await assert_money_matches(stack, finals)
 
 

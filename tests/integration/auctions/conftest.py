@@ -22,7 +22,6 @@ import httpx
 import pytest
 import uvicorn
 from aiohttp import web
-from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.engine import URL
@@ -35,10 +34,11 @@ from bazaar.contracts import payments
 from bazaar.contracts.topics import DEAD_LETTER
 from bazaar.kit.config import PlatformSettings
 from bazaar.kit.db import create_engine, create_session_factory
-from bazaar.kit.messaging.envelope import Envelope, new_envelope
-from bazaar.kit.messaging.kafka import ensure_topics, topic_name
+from bazaar.kit.messaging.envelope import Envelope
+from bazaar.kit.messaging.kafka import ensure_topics
 from bazaar.kit.testing import DatabaseFactory, TokenIssuer, read_topic, running_app, wait_for
 from bazaar.stack.ports import free_port
+from tests.integration.peers import envelope_of, payment_outcome, send
 
 AUCTIONS = "/api/auctions"
 
@@ -157,45 +157,20 @@ class PaymentsPeer:
         self, charge: payments.ChargePayment, *, failure_code: str | None = None
     ) -> None:
         """PaymentSucceeded, or PaymentFailed with ``failure_code``."""
-        fields: dict[str, Any] = {
-            "payment_id": charge.payment_id,
-            "user_id": charge.user_id,
-            "amount": charge.amount,
-            "currency": charge.currency,
-            "reference_type": charge.reference_type,
-            "reference_id": charge.reference_id,
-            "occurred_at": datetime.now(UTC),
-        }
-        outcome: payments.PaymentOutcome
-        if failure_code is None:
-            outcome = payments.PaymentSucceeded(**fields)
-        else:
-            outcome = payments.PaymentFailed(**fields, failure_code=failure_code)
+        outcome = (
+            payment_outcome(charge, "succeeded")
+            if failure_code is None
+            else payment_outcome(charge, "failed", failure_code=failure_code)
+        )
         await self.publish(outcome, key=str(charge.payment_id), correlation=charge.reference_id)
 
     async def publish(
         self, message: payments.PaymentOutcome, *, key: str, correlation: uuid.UUID
     ) -> None:
-        envelope = new_envelope(
-            source="bazaar/payments",
-            type=message.TYPE,
-            subject=key,
-            data=message,
-            correlation_id=str(correlation),
-            dataschema=message.dataschema(),
+        envelope = envelope_of(
+            message, key=key, source="bazaar/payments", correlation_id=str(correlation)
         )
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.platform.kafka_bootstrap_servers, acks="all"
-        )
-        await producer.start()
-        try:
-            await producer.send_and_wait(
-                topic_name(self.platform, payments.TOPIC),
-                value=envelope.to_bytes(),
-                key=key.encode(),
-            )
-        finally:
-            await producer.stop()
+        await send(self.platform, payments.TOPIC, [envelope], key=key)
 
 
 # --- the replicas ---------------------------------------------------------------------

@@ -7,10 +7,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import Column, Integer, MetaData, String, Table
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from bazaar.kit.config import PlatformSettings
 from bazaar.kit.db import (
     create_engine,
     create_session_factory,
@@ -18,6 +20,7 @@ from bazaar.kit.db import (
     drop_database,
     ensure_database,
 )
+from bazaar.kit.messaging.kafka import topic_name
 from bazaar.kit.tables import platform_metadata
 
 test_metadata = MetaData()
@@ -51,3 +54,23 @@ async def service_db(postgres_url: URL) -> AsyncIterator[ServiceDatabase]:
     finally:
         await engine.dispose()
         await drop_database(postgres_url, name)
+
+
+async def committed_total(platform: PlatformSettings, group: str, topic: str, wanted: int) -> bool:
+    """Whether consumer group ``group`` committed offsets on ``topic`` that add up to at
+    least ``wanted`` records, over all its partitions: it has handled that many."""
+    reader = AIOKafkaConsumer(
+        bootstrap_servers=platform.kafka_bootstrap_servers,
+        group_id=f"{platform.topic_prefix}{group}",
+        enable_auto_commit=False,
+    )
+    await reader.start()
+    try:
+        name = topic_name(platform, topic)
+        partitions = [
+            TopicPartition(name, number) for number in reader.partitions_for_topic(name) or ()
+        ]
+        committed = [await reader.committed(partition) or 0 for partition in partitions]
+    finally:
+        await reader.stop()
+    return sum(committed) >= wanted

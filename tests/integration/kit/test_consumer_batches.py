@@ -8,7 +8,7 @@ import asyncio
 from collections.abc import Sequence
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,7 +18,7 @@ from bazaar.kit.messaging.envelope import Envelope, new_envelope
 from bazaar.kit.messaging.kafka import DEAD_LETTER_TOPIC, ensure_topics, topic_name
 from bazaar.kit.messaging.relay import OutboxRelay
 from bazaar.kit.testing import read_topic, wait_for
-from tests.integration.kit.conftest import ServiceDatabase
+from tests.integration.kit.conftest import ServiceDatabase, committed_total
 
 TOPIC = "bazaar.kit-batch-test"
 PING = "bazaar.kit-batch-test.ping"
@@ -203,28 +203,10 @@ async def _caught_up(platform: PlatformSettings, consumer: MessageConsumer, sent
     """Until the consumer committed the offsets of all ``sent`` records: it has handled
     them all (a wrong extra effect of a repeat would be in the journal by then)."""
     await wait_for(
-        lambda: _committed_total(platform, consumer.name, sent),
+        lambda: committed_total(platform, consumer.name, TOPIC, sent),
         timeout=30,
         message=f"the offsets of {sent} records committed",
     )
-
-
-async def _committed_total(platform: PlatformSettings, group: str, wanted: int) -> bool:
-    reader = AIOKafkaConsumer(
-        bootstrap_servers=platform.kafka_bootstrap_servers,
-        group_id=f"{platform.topic_prefix}{group}",
-        enable_auto_commit=False,
-    )
-    await reader.start()
-    try:
-        name = topic_name(platform, TOPIC)
-        partitions = [
-            TopicPartition(name, number) for number in reader.partitions_for_topic(name) or ()
-        ]
-        committed = [await reader.committed(partition) or 0 for partition in partitions]
-    finally:
-        await reader.stop()
-    return sum(committed) >= wanted
 
 
 async def test_partitions_handled_side_by_side_keep_each_partitions_order(

@@ -44,7 +44,7 @@ from bazaar.kit.testing import DatabaseFactory, TokenIssuer, running_app, wait_f
 from bazaar.orders.app import create_app as create_orders_app
 from bazaar.orders.settings import OrdersSettings
 from bazaar.stack.ports import free_port
-from tests.integration.peers import TopicWatcher, envelope_of, send
+from tests.integration.peers import TopicWatcher, envelope_of, payment_outcome, send
 
 CLIENT_ID = "orders"
 CLIENT_SECRET = "orders-test-secret"
@@ -264,30 +264,6 @@ class Market:
         ``failure_code``), ``refunded`` or ``cancelled``."""
         message = payment_outcome(charge, outcome, **extra)
         return await self.answer(message, str(charge.reference_id), key=str(charge.payment_id))
-
-
-def payment_outcome(
-    charge: payments_contract.ChargePayment, outcome: str, **extra: Any
-) -> payments_contract.PaymentOutcome:
-    kinds: dict[str, type[payments_contract.PaymentOutcome]] = {
-        "succeeded": payments_contract.PaymentSucceeded,
-        "failed": payments_contract.PaymentFailed,
-        "refunded": payments_contract.PaymentRefunded,
-        "cancelled": payments_contract.PaymentCancelled,
-        "processing": payments_contract.PaymentProcessing,
-    }
-    if outcome == "refunded":
-        extra.setdefault("refunded_amount", charge.amount)
-    return kinds[outcome](
-        payment_id=charge.payment_id,
-        user_id=charge.user_id,
-        amount=charge.amount,
-        currency=charge.currency,
-        reference_type=charge.reference_type,
-        reference_id=charge.reference_id,
-        occurred_at=datetime.now(UTC),
-        **extra,
-    )
 
 
 OpenMarket = Callable[..., Awaitable[Market]]

@@ -7,6 +7,7 @@ key of its own (``pay-<payment id>``), so tests never see each other's charges. 
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -18,7 +19,6 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaProducer
 from sqlalchemy import select, text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -27,13 +27,14 @@ from bazaar.contracts import payments as contract
 from bazaar.contracts.base import Message
 from bazaar.kit.config import PlatformSettings
 from bazaar.kit.db import create_engine, create_session_factory
-from bazaar.kit.messaging.envelope import Envelope, new_envelope
-from bazaar.kit.messaging.kafka import ensure_topics, topic_name
+from bazaar.kit.messaging.envelope import Envelope
+from bazaar.kit.messaging.kafka import ensure_topics
 from bazaar.kit.testing import DatabaseFactory, TokenIssuer, read_topic, running_app, wait_for
 from bazaar.payments.app import create_app
 from bazaar.payments.models import Payment, PaymentAttempt
 from bazaar.payments.settings import PaymentsSettings
 from bazaar.stack.ports import free_port
+from tests.integration.peers import envelope_of, send
 
 API_KEY = "sk_test_payments"
 # Longer than the service's deadline for one call (PROVIDER_TIMEOUT) by a margin.
@@ -199,31 +200,22 @@ class Payments:
     # --- commands and events ------------------------------------------------------------
 
     async def send(self, *messages: Message | Envelope, correlation_id: str | None = None) -> None:
-        """Put commands on the command topic, as a saga's outbox would."""
+        """Put commands on the command topic, as a saga's outbox would: in order, each
+        keyed by its payment (an envelope's subject)."""
         envelopes = [
             message
             if isinstance(message, Envelope)
-            else new_envelope(
+            else envelope_of(
+                message,
+                key=str(getattr(message, "payment_id", "")),
                 source="bazaar/tests",
-                type=message.TYPE,
-                data=message,
-                subject=str(getattr(message, "payment_id", "")),
                 correlation_id=correlation_id,
-                dataschema=message.dataschema(),
             )
             for message in messages
         ]
-        producer = AIOKafkaProducer(bootstrap_servers=self.platform.kafka_bootstrap_servers)
-        await producer.start()
-        try:
-            for envelope in envelopes:
-                await producer.send_and_wait(
-                    topic_name(self.platform, contract.COMMANDS_TOPIC),
-                    envelope.to_bytes(),
-                    key=(envelope.subject or "").encode(),
-                )
-        finally:
-            await producer.stop()
+        # One send per run of messages with one key: the order across keys stays as given.
+        for key, same_key in itertools.groupby(envelopes, key=lambda e: e.subject or ""):
+            await send(self.platform, contract.COMMANDS_TOPIC, list(same_key), key=key)
 
     async def events(
         self, payment_id: str, *, until: int | set[str], timeout: float = 20.0

@@ -56,7 +56,23 @@ async def publish_message(
     user_id: str | UUID | None = None,
 ) -> Envelope:
     """Put a contract message (event or command) in the outbox; returns its envelope."""
-    envelope = new_envelope(
+    envelope = message_envelope(
+        message, source=source, key=key, correlation_id=correlation_id, user_id=user_id
+    )
+    await publish(session, message.TOPIC, envelope, key)
+    return envelope
+
+
+def message_envelope(
+    message: Message,
+    *,
+    source: str,
+    key: str,
+    correlation_id: str | None = None,
+    user_id: str | UUID | None = None,
+) -> Envelope:
+    """The envelope a contract message travels in, keyed (and subject) by its entity."""
+    return new_envelope(
         source=source,
         type=message.TYPE,
         subject=key,
@@ -65,5 +81,3 @@ async def publish_message(
         user_id=user_id,
         dataschema=message.dataschema(),
     )
-    await publish(session, message.TOPIC, envelope, key)
-    return envelope

@@ -24,7 +24,7 @@ from bazaar.portal.access import AnySession, PortalDep, SellerSession, UserSessi
 from bazaar.portal.client import ApiError
 from bazaar.portal.csrf import verify_csrf
 from bazaar.portal.forms import form_values, idempotency_key_of, new_idempotency_key, parse_uuid
-from bazaar.portal.money import CURRENCIES, parse_money
+from bazaar.portal.money import CURRENCIES, format_money, parse_money
 from bazaar.portal.paging import make_pager
 from bazaar.portal.problems import FormState
 from bazaar.portal.rendering import is_htmx, see_other
@@ -295,9 +295,7 @@ async def bid(
 ) -> Response:
     values = await form_values(request)
     key = idempotency_key_of(values)
-    current, methods = await asyncio.gather(
-        portal.client.get(f"/api/auctions/{auction_id}", session), my_methods(portal, session)
-    )
+    current = await portal.client.get(f"/api/auctions/{auction_id}", session)
     currency = str(current["currency"])
     errors: dict[str, str] = {}
     body: dict[str, Any] = {}
@@ -330,17 +328,18 @@ async def bid(
             current["bid_count"] = int(current.get("bid_count") or 0) + 1
     if not is_htmx(request):
         if result is not None:
-            session.flash(_bid_message(result, currency, portal), "success")
+            session.flash(_bid_message(result, currency), "success")
         elif form is not None and form.problem is not None:
             session.flash(form.problem.detail, "error")
         return see_other(request, f"/auctions/{auction_id}")
     # The form comes back with a new key: whatever is bid next is a new request.
+    methods = await my_methods(portal, session)
     context = _bid_form(current, methods, form=form, result=result)
     return portal.pages.render(request, "auctions/_bid_form.html", context)
 
 
-def _bid_message(result: dict[str, Any], currency: str, portal: PortalDep) -> str:
-    amount = portal.pages.env.filters["money"](result.get("amount"), currency)
+def _bid_message(result: dict[str, Any], currency: str) -> str:
+    amount = format_money(result.get("amount"), currency)
     if result.get("leading"):
         return f"Your bid of {amount} is in. You are the highest bidder."
     return f"Your bid of {amount} is in, but someone's maximum is higher: you are outbid."
