@@ -228,10 +228,20 @@ async def test_twenty_buyers_racing_for_five_units_get_exactly_five(
     desk: StockDesk, platform_settings: PlatformSettings
 ) -> None:
     """Two catalog replicas share the database and the consumer group, so commands on
-    different partitions really run side by side."""
+    different partitions really run side by side.
+
+    The commands go out once the second replica holds partitions, i.e. once the group's
+    rebalance is over: this test is about the race for stock, not about a rebalance
+    (the fault tests kill and restart consumers mid-run)."""
     item = await desk.new_item(stock=5)
     settings = CatalogSettings(database_url=desk.database.render_as_string(hide_password=False))
-    async with running_app(create_app(settings, platform_settings)):
+    second = create_app(settings, platform_settings)
+    async with running_app(second):
+        await wait_for(
+            second.state.stock_consumer.assigned.is_set,
+            timeout=30,
+            message="the second replica's partitions",
+        )
         buyers = [uuid.uuid4() for _ in range(20)]
         await asyncio.gather(*(desk.command(reserve(buyer, (item, 1)), buyer) for buyer in buyers))
         answers = [
