@@ -98,6 +98,7 @@ def create_app(
                 sessions=runtime.sessions,
                 settings=platform,
                 source=service.SOURCE,
+                accepts=lambda envelope: payments.concerns(envelope.data, "auction"),
             )
             app.state.payments_consumer = consumer
             runtime.start_background("stream-hub", hub.run())

@@ -11,8 +11,9 @@ been taken).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 from uuid import UUID
 
 from bazaar.contracts.base import Message
@@ -57,6 +58,13 @@ class PaymentOutcome(Message):
     reference_type: ReferenceType
     reference_id: UUID
     occurred_at: datetime
+
+
+def concerns(data: Mapping[str, Any], reference_type: ReferenceType) -> bool:
+    """Whether a message's ``data`` is not a payment outcome of another kind of reference:
+    orders and auctions share the payment outcomes, and each passes over the other's
+    before it spends a transaction on them."""
+    return bool(data.get("reference_type", reference_type) == reference_type)
 
 
 class PaymentProcessing(PaymentOutcome):

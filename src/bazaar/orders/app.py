@@ -67,6 +67,7 @@ def create_app(
                 source=service.SOURCE,
                 # An answer locks its own order only.
                 concurrent_partitions=True,
+                accepts=lambda envelope: payments.concerns(envelope.data, "order"),
             )
             app.state.saga_consumer = consumer
             runtime.start_background("saga-answers", consumer.run())

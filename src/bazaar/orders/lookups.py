@@ -8,7 +8,9 @@ paid with the caller's own method.
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,9 +29,21 @@ class CatalogItem:
     active: bool
 
 
+# A method's owner never changes, so an answer about it may be reused; only for a while,
+# because a method can be deleted (payments checks the method again when it charges, and
+# an order placed with a method deleted meanwhile ends cancelled, ``payment_failed``).
+OWNER_TTL_SECONDS = 60.0
+OWNERS_KEPT = 10_000
+
+
 class Lookups:
-    def __init__(self, gateway: GatewayClient) -> None:
+    def __init__(
+        self, gateway: GatewayClient, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._gateway = gateway
+        self._clock = clock
+        # method id -> (owner, when asked); insertion order is age order.
+        self._owners: dict[uuid.UUID, tuple[uuid.UUID, float]] = {}
 
     async def catalog_items(self, item_ids: list[uuid.UUID]) -> dict[uuid.UUID, CatalogItem]:
         """The items the catalog knows among ``item_ids`` (withdrawn ones included), by id;
@@ -52,7 +66,21 @@ class Lookups:
 
     async def payment_method_owner(self, method_id: uuid.UUID) -> uuid.UUID | None:
         """Whose payment method ``method_id`` is; ``None`` if payments knows none such
-        (unknown or deleted)."""
+        (unknown or deleted). A buyer pays order after order with the same card, so an
+        owner learnt in the last :data:`OWNER_TTL_SECONDS` is not asked again."""
+        now = self._clock()
+        known = self._owners.get(method_id)
+        if known is not None and now - known[1] < OWNER_TTL_SECONDS:
+            return known[0]
+        owner = await self._ask_payment_method_owner(method_id)
+        self._owners.pop(method_id, None)
+        if owner is not None:
+            if len(self._owners) >= OWNERS_KEPT:
+                del self._owners[next(iter(self._owners))]
+            self._owners[method_id] = (owner, now)
+        return owner
+
+    async def _ask_payment_method_owner(self, method_id: uuid.UUID) -> uuid.UUID | None:
         try:
             status, body = await self._gateway.request_json(
                 "GET", f"/api/payments/methods/{method_id}"

@@ -272,3 +272,29 @@ async def test_one_message_a_transaction_when_asked(
         assert len({txid for _, _, txid in rows}) == 10
     finally:
         await stop(tasks)
+
+
+async def test_messages_the_consumer_does_not_accept_are_passed_over_without_a_trace(
+    journal: ServiceDatabase, platform_settings: PlatformSettings
+) -> None:
+    """Odd numbers are another consumer's: no effect, no inbox row, and still committed."""
+    sent = [envelope(n) for n in range(6)]
+    await put_on_topic(platform_settings, [e.to_bytes() for e in sent])
+    consumer = MessageConsumer(
+        name="kit-batch-test",
+        topics=[TOPIC],
+        handlers={PING: write_journal},
+        sessions=journal.sessions,
+        settings=platform_settings,
+        source="bazaar/kit-batch-test",
+        accepts=lambda e: e.data["n"] % 2 == 0,
+    )
+    tasks = await start(journal, platform_settings, consumer)
+    try:
+        await _caught_up(platform_settings, consumer, 6)
+        assert [n for _, n, _ in await journal_rows(journal)] == [0, 2, 4]
+        async with journal.sessions() as session:
+            claimed = set((await session.execute(text("SELECT message_id FROM inbox"))).scalars())
+        assert claimed == {e.id for e in sent if e.data["n"] % 2 == 0}
+    finally:
+        await stop(tasks)

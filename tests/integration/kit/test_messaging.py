@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from prometheus_client import REGISTRY
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -228,3 +229,27 @@ async def test_only_one_relay_per_database_publishes(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_a_relay_stopped_after_sending_leaves_nothing_to_send_again(
+    service_db: ServiceDatabase, platform_settings: PlatformSettings
+) -> None:
+    """Acknowledged rows are deleted with the relay's next read, or when it stops: a new
+    leader does not send them again."""
+    await ensure_topics(platform_settings, [TOPIC])
+
+    def published() -> float:
+        labels = {"topic": TOPIC}
+        return REGISTRY.get_sample_value("bazaar_outbox_published_total", labels) or 0.0
+
+    before = published()
+    relay = OutboxRelay(service="kit-test", database_url=service_db.url, settings=platform_settings)
+    task = asyncio.create_task(relay.run())
+    try:
+        await commit_event(service_db)
+        # Counted once the broker acknowledged it, in the step that marks it as sent.
+        await wait_for(lambda: published() > before, message="the broker's acknowledgement")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert await outbox_rows(service_db) == 0

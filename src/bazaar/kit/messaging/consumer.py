@@ -25,6 +25,11 @@ transaction each: for handlers that lock only rows of their own entity, so that 
 partition's transaction never waits on another's. ``max_batch_messages=1`` gives each
 message a transaction of its own again (for handlers that lock shared rows, such as an
 item's stock, which batches of different partitions could lock in opposite orders).
+
+A topic shared by several sagas (payment outcomes of orders and of auctions) carries
+messages each consumer must pass over: ``accepts`` says which envelopes are its own,
+and the others are skipped as cheaply as types without a handler, before any
+transaction.
 """
 
 from __future__ import annotations
@@ -165,6 +170,7 @@ class MessageConsumer:
         fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS,
         max_batch_messages: int = MAX_BATCH_MESSAGES,
         concurrent_partitions: bool = False,
+        accepts: Callable[[Envelope], bool] | None = None,
     ) -> None:
         self.name = name
         self._topics = [topic_name(settings, topic) for topic in topics]
@@ -177,6 +183,7 @@ class MessageConsumer:
         self._fetch_max_wait_ms = fetch_max_wait_ms
         self._max_batch = max(1, max_batch_messages)
         self._concurrent = concurrent_partitions
+        self._accepts = accepts
         self.assigned = asyncio.Event()
 
     async def run(self) -> None:
@@ -258,7 +265,8 @@ class MessageConsumer:
                 await self._dead_letter(record, None, f"not a CloudEvents envelope: {exc}")
                 continue
             handler = self._handlers.get(envelope.type)
-            if handler is None:
+            if handler is None or (self._accepts is not None and not self._accepts(envelope)):
+                # Not for this consumer: no effect, so no transaction and no inbox claim.
                 continue
             pending.append(_Delivery(record, envelope, handler))
             if len(pending) >= self._max_batch:

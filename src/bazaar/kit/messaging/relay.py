@@ -6,13 +6,16 @@ even with several replicas running; the others wait to take over. The leader
 wakes on ``NOTIFY`` from :func:`~bazaar.kit.messaging.outbox.publish` and sends a
 whole batch before it waits for the acknowledgements, so a burst of commits
 costs one round trip to the broker, not one per message. Rows are deleted only
-after the broker acknowledged them; a crash in between sends them again, which
-the consumers' inbox absorbs.
+after the broker acknowledged them, and in the same statement that reads the next
+batch (one statement per wake instead of two: at the next wake or idle poll, so
+acknowledged rows stay up to ``idle_poll_seconds``); a crash, or a new leader, sends
+the last batch again, which the consumers' inbox absorbs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import zlib
 from typing import Any
 
@@ -76,6 +79,7 @@ class OutboxRelay:
 
     async def _run_once(self) -> None:
         conn: asyncpg.Connection = await asyncpg.connect(self._dsn)
+        sent: list[int] = []
         try:
             while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", self._lock_id):
                 await asyncio.sleep(1.0)
@@ -88,16 +92,20 @@ class OutboxRelay:
             await conn.add_listener(OUTBOX_CHANNEL, on_notify)
             while True:
                 wake.clear()
+                # The statement's parts share one snapshot: the select still sees the
+                # rows being deleted, hence the filter.
                 rows = await conn.fetch(
-                    "SELECT id, topic, key, payload FROM outbox ORDER BY id LIMIT $1",
+                    "WITH acknowledged AS (DELETE FROM outbox WHERE id = ANY($2::bigint[])) "
+                    "SELECT id, topic, key, payload FROM outbox "
+                    "WHERE id <> ALL($2::bigint[]) ORDER BY id LIMIT $1",
                     self._batch_size,
+                    sent,
                 )
                 OUTBOX_BACKLOG.set(len(rows))
+                sent = []
                 if rows:
                     await self._send(rows)
-                    await conn.execute(
-                        "DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
-                    )
+                    sent = [row["id"] for row in rows]
                 if len(rows) == self._batch_size:
                     continue
                 try:
@@ -108,6 +116,11 @@ class OutboxRelay:
                 except TimeoutError:
                     pass
         finally:
+            if sent and self.is_leader:
+                # Stopping: what the broker took is not sent again by the next leader.
+                with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                    async with asyncio.timeout(1.0):
+                        await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", sent)
             self.is_leader = False
             await conn.close()
 
