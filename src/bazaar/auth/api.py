@@ -55,12 +55,12 @@ OAUTH_ERRORS: dict[int | str, dict[str, object]] = {
 }
 
 
-def auth_context(request: Request) -> AuthContext:
+async def auth_context(request: Request) -> AuthContext:
     context: AuthContext = request.app.state.auth
     return context
 
 
-def auth_settings(request: Request) -> AuthSettings:
+async def auth_settings(request: Request) -> AuthSettings:
     settings: AuthSettings = request.app.state.auth_settings
     return settings
 

@@ -57,7 +57,7 @@ class PageParams(BaseModel):
     cursor: str | None
 
 
-def page_params(
+async def page_params(
     limit: Annotated[int, Query(ge=1, le=100, description="Items per page")] = 20,
     cursor: Annotated[str | None, Query(max_length=500, description="From next_cursor")] = None,
 ) -> PageParams:

@@ -29,12 +29,12 @@ Seller = Annotated[Principal, Depends(require_roles("seller"))]
 Staff = Annotated[Principal, Depends(require_roles("support", "admin", "service"))]
 
 
-def _saga_policy(request: Request) -> SagaPolicy:
+async def _saga_policy(request: Request) -> SagaPolicy:
     policy: SagaPolicy = request.app.state.saga_policy
     return policy
 
 
-def _lookups(request: Request) -> Lookups:
+async def _lookups(request: Request) -> Lookups:
     lookups: Lookups = request.app.state.lookups
     return lookups
 

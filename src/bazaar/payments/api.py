@@ -36,17 +36,17 @@ Operator = Annotated[Principal, Depends(require_roles("service", "admin"))]
 Canceller = Annotated[Principal, Depends(require_roles("service", "support", "admin"))]
 
 
-def provider(request: Request) -> ProviderClient:
+async def provider(request: Request) -> ProviderClient:
     client: ProviderClient = request.app.state.provider
     return client
 
 
-def processor(request: Request) -> PaymentProcessor:
+async def processor(request: Request) -> PaymentProcessor:
     payments: PaymentProcessor = request.app.state.processor
     return payments
 
 
-def card_fingerprint_key(request: Request) -> bytes:
+async def card_fingerprint_key(request: Request) -> bytes:
     key: bytes = request.app.state.card_fingerprint_key
     return key
 

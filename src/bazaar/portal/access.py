@@ -56,8 +56,17 @@ def roles_required(*roles: str) -> Session:
     return Depends(dependency)  # type: ignore[no-any-return]
 
 
-PortalDep = Annotated[Portal, Depends(portal_of)]
-AnySession = Annotated[Session, Depends(session_of)]
+async def _portal(request: Request) -> Portal:
+    # Dependencies are coroutines: FastAPI runs a plain function on a worker thread.
+    return portal_of(request)
+
+
+async def _any_session(request: Request) -> Session:
+    return session_of(request)
+
+
+PortalDep = Annotated[Portal, Depends(_portal)]
+AnySession = Annotated[Session, Depends(_any_session)]
 UserSession = Annotated[Session, Depends(signed_in_session)]
 StaffSession = Annotated[Session, roles_required(*STAFF_ROLES)]
 SellerSession = Annotated[Session, roles_required("seller", "admin")]

@@ -48,12 +48,12 @@ async def require_api_key(
         raise InvalidApiKey()
 
 
-def provider(request: Request) -> PspSandbox:
+async def provider(request: Request) -> PspSandbox:
     sandbox: PspSandbox = request.app.state.sandbox
     return sandbox
 
 
-def idempotency_key(
+async def idempotency_key(
     key: Annotated[
         str | None,
         Header(

@@ -38,7 +38,7 @@ ProblemKind = Annotated[
 ]
 
 
-def _settings(request: Request) -> SupportSettings:
+async def _settings(request: Request) -> SupportSettings:
     settings: SupportSettings = request.app.state.support_settings
     return settings
 
