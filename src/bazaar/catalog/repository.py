@@ -3,18 +3,42 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Select, and_, func, or_, select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import (
+    DateTime,
+    Integer,
+    Select,
+    String,
+    Table,
+    and_,
+    bindparam,
+    column,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bazaar.catalog.models import Item, StockRefusal, StockReservation
-from bazaar.kit.db import advisory_lock
 
 SEARCH_CONFIG = "english"
+
+
+class ReservationLine(NamedTuple):
+    """A line of a reservation as a stock command reads it (no ORM object)."""
+
+    item_id: uuid.UUID
+    quantity: int
+    status: str
 
 
 async def add_item(session: AsyncSession, item: Item) -> Item:
@@ -97,47 +121,169 @@ async def get_items(session: AsyncSession, item_ids: Collection[uuid.UUID]) -> l
 
 # --- stock ---------------------------------------------------------------------------
 #
-# Item rows are always locked in id order (every function below that touches several
-# items is given them sorted), so concurrent reservations never deadlock.
+# The stock commands' statements are Core statements on the tables (no ORM flush, no
+# identity map): each order runs them, and every statement costs Python CPU.
+#
+# Locks, and why no lock is taken on the reservation id itself:
+#
+# - Item rows are always locked in id order (every function below that touches several
+#   items is given them sorted), so concurrent reservations never deadlock.
+# - Two commands about one reservation are serialised by rows they both lock: a
+#   reservation's first item row (every ReserveStock takes or locks its lowest item id
+#   before it writes or reads an answer), the unique (reservation_id, item_id) key of its
+#   lines (ON CONFLICT waits for the other transaction), and its lines themselves
+#   (CommitStock and ReleaseStock lock them, in item order, before deciding anything).
+# - A transaction updates a reservation's lines only once it holds every item row it
+#   needs, so a ReserveStock that waits on those lines (holding items) never waits on a
+#   transaction that waits for its items.
+#
+# This relies on READ COMMITTED (the default): each statement sees what was committed
+# before it started, so a statement run after a wait sees the other transaction's rows.
 
+RESERVATIONS = cast(Table, StockReservation.__table__)
+REFUSALS = cast(Table, StockRefusal.__table__)
+ITEMS = cast(Table, Item.__table__)
 
-async def lock_reservation_id(session: AsyncSession, reservation_id: uuid.UUID) -> None:
-    """Serialise commands about one reservation until this transaction ends (a
-    transaction-scoped advisory lock: works before any row of it exists)."""
-    await advisory_lock(session, f"stock-reservation:{reservation_id}")
+# The statements every order runs are built once, with named parameters, so that each
+# run only looks up its compiled form in SQLAlchemy's cache.
+
+_TAKE_STOCK = (
+    update(ITEMS)
+    .where(
+        ITEMS.c.id == bindparam("take_item", type_=PG_UUID(as_uuid=True)),
+        ITEMS.c.active.is_(True),
+        or_(ITEMS.c.stock.is_(None), ITEMS.c.stock >= bindparam("take_quantity", type_=Integer)),
+    )
+    .values(stock=ITEMS.c.stock - bindparam("take_quantity", type_=Integer))
+    .returning(ITEMS.c.id)
+)
+
+_wanted = (
+    func.unnest(
+        bindparam("item_ids", type_=ARRAY(PG_UUID(as_uuid=True))),
+        bindparam("quantities", type_=ARRAY(Integer)),
+    )
+    .table_valued(column("item_id", PG_UUID(as_uuid=True)), column("quantity", Integer))
+    .render_derived(name="wanted")
+)
+_line_reservation = bindparam("line_reservation", type_=PG_UUID(as_uuid=True))
+_ADD_HELD_LINES = (
+    insert(RESERVATIONS)
+    .from_select(
+        ["reservation_id", "item_id", "quantity", "status", "expires_at"],
+        select(
+            _line_reservation,
+            _wanted.c.item_id,
+            _wanted.c.quantity,
+            literal("held", String),
+            bindparam("line_expires_at", type_=DateTime(timezone=True)),
+        ).where(
+            ~exists().where(RESERVATIONS.c.reservation_id == _line_reservation),
+            ~exists().where(REFUSALS.c.reservation_id == _line_reservation),
+        ),
+    )
+    .on_conflict_do_nothing()
+    .returning(RESERVATIONS.c.item_id)
+)
+
+_commit_reservation = bindparam("commit_reservation", type_=PG_UUID(as_uuid=True))
+_locked = (
+    select(RESERVATIONS.c.item_id, RESERVATIONS.c.quantity, RESERVATIONS.c.status)
+    .where(RESERVATIONS.c.reservation_id == _commit_reservation)
+    .order_by(RESERVATIONS.c.item_id)
+    .with_for_update()
+    .cte("locked")
+)
+_COMMIT_HELD_LINES = (
+    select(_locked.c.item_id, _locked.c.quantity, _locked.c.status)
+    .add_cte(
+        update(RESERVATIONS)
+        .where(
+            RESERVATIONS.c.reservation_id == _commit_reservation,
+            RESERVATIONS.c.status == "held",
+            select(func.bool_and(_locked.c.status.in_(["held", "committed"]))).scalar_subquery(),
+        )
+        .values(status="committed", updated_at=bindparam("commit_at"))
+        .returning(RESERVATIONS.c.item_id)
+        .cte("committed")
+    )
+    .order_by(_locked.c.item_id)
+)
 
 
 async def take_stock(session: AsyncSession, item_id: uuid.UUID, quantity: int) -> bool:
     """Take ``quantity`` units of an active item if that many are left (unlimited stock
     stays unlimited); False, and nothing changed, otherwise. The condition and the
     decrement are one statement, so stock never goes below zero."""
-    result = await session.execute(
-        update(Item)
-        .where(
-            Item.id == item_id,
-            Item.active.is_(True),
-            or_(Item.stock.is_(None), Item.stock >= quantity),
-        )
-        .values(stock=Item.stock - quantity)
-        .returning(Item.id)
-        .execution_options(synchronize_session=False)
-    )
+    result = await session.execute(_TAKE_STOCK, {"take_item": item_id, "take_quantity": quantity})
     return result.first() is not None
 
 
 async def return_stock(session: AsyncSession, item_id: uuid.UUID, quantity: int) -> None:
     """Put units back (withdrawn items too: they may be offered again)."""
     await session.execute(
-        update(Item)
-        .where(Item.id == item_id)
-        .values(stock=Item.stock + quantity)
-        .execution_options(synchronize_session=False)
+        update(ITEMS).where(ITEMS.c.id == item_id).values(stock=ITEMS.c.stock + quantity)
+    )
+
+
+async def add_held_lines(
+    session: AsyncSession,
+    reservation_id: uuid.UUID,
+    lines: Sequence[tuple[uuid.UUID, int]],
+    expires_at: datetime,
+) -> list[uuid.UUID]:
+    """Insert the reservation's lines as held, unless it has an answer already; the item
+    ids of the lines inserted (all of them, or none when it had one).
+
+    One statement is the look-up for an earlier answer and the write: the lines are not
+    inserted if the reservation already has lines or a refusal (committed before this
+    statement began), and ON CONFLICT DO NOTHING covers a concurrent command inserting
+    the same lines (it waits for that transaction, then skips them)."""
+    result = await session.execute(
+        _ADD_HELD_LINES,
+        {
+            "line_reservation": reservation_id,
+            "item_ids": [item_id for item_id, _ in lines],
+            "quantities": [quantity for _, quantity in lines],
+            "line_expires_at": expires_at,
+        },
+    )
+    return list(result.scalars())
+
+
+async def commit_held_lines(
+    session: AsyncSession, reservation_id: uuid.UUID, now: datetime
+) -> list[ReservationLine]:
+    """Lock the reservation's lines (in item order) and, if every one is held or committed,
+    mark the held ones committed; the lines as they were before, either way.
+
+    One statement: the first CTE locks the lines (waiting for a transaction that changes
+    them, such as the reaper) and reads their latest state; the UPDATE runs only if all
+    of those are held or committed (its aggregate reads every locked line before it
+    changes any). A reservation with an expired, released or no line is left unchanged
+    for the caller to decide, its lines locked."""
+    result = await session.execute(
+        _COMMIT_HELD_LINES, {"commit_reservation": reservation_id, "commit_at": now}
+    )
+    return [ReservationLine(row.item_id, row.quantity, row.status) for row in result]
+
+
+async def mark_committed(session: AsyncSession, reservation_id: uuid.UUID, now: datetime) -> None:
+    """Mark every line of the reservation committed (its lines are locked already)."""
+    await session.execute(
+        update(RESERVATIONS)
+        .where(
+            RESERVATIONS.c.reservation_id == reservation_id,
+            RESERVATIONS.c.status != "committed",
+        )
+        .values(status="committed", updated_at=now)
     )
 
 
 async def reservation_lines(
     session: AsyncSession, reservation_id: uuid.UUID, *, for_update: bool = False
 ) -> list[StockReservation]:
+    """The reservation's lines in item order; ``for_update`` locks them in that order."""
     statement = (
         select(StockReservation)
         .where(StockReservation.reservation_id == reservation_id)
@@ -148,11 +294,6 @@ async def reservation_lines(
     return list((await session.execute(statement)).scalars())
 
 
-async def add_reservation_lines(session: AsyncSession, lines: Iterable[StockReservation]) -> None:
-    session.add_all(list(lines))
-    await session.flush()
-
-
 async def get_refusal(session: AsyncSession, reservation_id: uuid.UUID) -> StockRefusal | None:
     return await session.get(StockRefusal, reservation_id)
 
@@ -161,7 +302,7 @@ async def add_refusal(
     session: AsyncSession, reservation_id: uuid.UUID, reason: str, item_id: uuid.UUID | None
 ) -> None:
     await session.execute(
-        insert(StockRefusal)
+        insert(REFUSALS)
         .values(reservation_id=reservation_id, reason=reason, item_id=item_id)
         .on_conflict_do_nothing()
     )

@@ -14,8 +14,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bazaar.catalog import repository
-from bazaar.catalog.errors import ItemNotFound, NotItemSeller
-from bazaar.catalog.models import Item, StockReservation
+from bazaar.catalog.errors import ItemNotFound, NotItemSeller, ReservationChanged
+from bazaar.catalog.models import Item
 from bazaar.catalog.schemas import ItemCreate, ItemPage, ItemRead, ItemUpdate
 from bazaar.contracts.base import Message
 from bazaar.contracts.catalog import (
@@ -173,10 +173,15 @@ async def _announce(
 # --- stock ---------------------------------------------------------------------------
 #
 # Commands come from the order saga (``bazaar.catalog.commands``) and are answered on
-# ``bazaar.catalog`` with the same reservation id. Every handler first takes the
-# reservation's advisory lock, so two deliveries of commands about one reservation
-# never interleave; item rows are then locked in id order, so reservations of
-# overlapping items never deadlock.
+# ``bazaar.catalog`` with the same reservation id. They are keyed by reservation, so one
+# consumer handles a reservation's commands in order; two can still overlap (a group
+# rebalance, a replica that lost its partitions but not yet its fetch), and then the row
+# locks described in :mod:`bazaar.catalog.repository` serialise them: no advisory lock on
+# the reservation id (it was a statement per command, on every order).
+#
+# The usual case runs first, writing straight away, and the rare ones (an answer already
+# given, units short, a hold that expired) are told apart from its result: a ReserveStock
+# is the item updates and one insert, a CommitStock one statement, besides the answer.
 
 
 async def reserve_stock(
@@ -190,12 +195,61 @@ async def reserve_stock(
     """Hold every line or none: answer :class:`StockReserved` or
     :class:`StockReservationRefused`. The same reservation id asked again gets the first
     answer again."""
+    answer = await _reserve(session, command, now)
+    await _reply(session, answer, command.reservation_id, correlation_id, user_id)
+
+
+async def _reserve(session: AsyncSession, command: ReserveStock, now: datetime) -> Message:
     reservation_id = command.reservation_id
-    await repository.lock_reservation_id(session, reservation_id)
-    answer = await _earlier_reservation_answer(session, reservation_id)
-    if answer is None:
-        answer = await _try_reserve(session, command, now)
-    await _reply(session, answer, reservation_id, correlation_id, user_id)
+    wanted: dict[uuid.UUID, int] = {}
+    for line in command.lines:
+        wanted[line.item_id] = wanted.get(line.item_id, 0) + line.quantity
+    malformed = next((item_id for item_id, q in wanted.items() if q <= 0), None)
+    if not wanted or malformed is not None:
+        earlier = await _earlier_reservation_answer(session, reservation_id)
+        return earlier or await _refuse(session, reservation_id, "item_unavailable", malformed)
+
+    # Take each item's units in id order (the lock order). No look-up first: a command
+    # asked again takes the units too, finds the lines already there when it inserts
+    # them, and gives the units back below (it held the item rows meanwhile, so no other
+    # reservation was refused for them: it waited, then found them back).
+    items = sorted(wanted)
+    taken = 0
+    while taken < len(items) and await repository.take_stock(
+        session, items[taken], wanted[items[taken]]
+    ):
+        taken += 1
+    if taken == len(items):
+        hold = min(max(command.hold_seconds, MIN_HOLD_SECONDS), MAX_HOLD_SECONDS)
+        expires_at = now + timedelta(seconds=hold)
+        lines = [(item_id, wanted[item_id]) for item_id in items]
+        added = await repository.add_held_lines(session, reservation_id, lines, expires_at)
+        if len(added) == len(lines):
+            return StockReserved(
+                reservation_id=reservation_id,
+                lines=[StockLine(item_id=item_id, quantity=q) for item_id, q in lines],
+                expires_at=expires_at,
+            )
+        if added:
+            raise ReservationChanged(str(reservation_id))
+
+    # All or nothing: give back what was taken (the item rows stay locked until the
+    # transaction ends). The first item not taken is locked before the look-up, so a
+    # reservation's first item is locked whichever way this went: a command about the
+    # same reservation running alongside waits for this one's answer and finds it.
+    for item_id in items[:taken]:
+        await repository.return_stock(session, item_id, wanted[item_id])
+    short = items[taken] if taken < len(items) else None
+    item = None if short is None else await repository.get_item(session, short, for_update=True)
+    earlier = await _earlier_reservation_answer(session, reservation_id)
+    if earlier is not None:
+        return earlier
+    if short is None:
+        # The insert saw an answer that the look-up does not: only if lines were deleted
+        # by hand. Handled again from the start, it finds out which it is.
+        raise ReservationChanged(str(reservation_id))
+    reason = "item_unavailable" if item is None or not item.active else "out_of_stock"
+    return await _refuse(session, reservation_id, reason, short)
 
 
 async def _earlier_reservation_answer(
@@ -203,7 +257,11 @@ async def _earlier_reservation_answer(
 ) -> Message | None:
     lines = await repository.reservation_lines(session, reservation_id)
     if lines:
-        return _reserved(reservation_id, lines)
+        return StockReserved(
+            reservation_id=reservation_id,
+            lines=[StockLine(item_id=line.item_id, quantity=line.quantity) for line in lines],
+            expires_at=min(line.expires_at for line in lines),
+        )
     refusal = await repository.get_refusal(session, reservation_id)
     if refusal is not None:
         return StockReservationRefused(
@@ -212,47 +270,6 @@ async def _earlier_reservation_answer(
             item_id=refusal.item_id,
         )
     return None
-
-
-async def _try_reserve(session: AsyncSession, command: ReserveStock, now: datetime) -> Message:
-    wanted: dict[uuid.UUID, int] = {}
-    for line in command.lines:
-        wanted[line.item_id] = wanted.get(line.item_id, 0) + line.quantity
-    malformed = next((item_id for item_id, q in wanted.items() if q <= 0), None)
-    if not wanted or malformed is not None:
-        return await _refuse(session, command.reservation_id, "item_unavailable", malformed)
-
-    # All or nothing: take each item's units in id order inside a savepoint, and undo the
-    # ones already taken when one cannot be. One item needs no savepoint: its units are
-    # taken in one statement, or nothing changed.
-    savepoint = await session.begin_nested() if len(wanted) > 1 else None
-    short: uuid.UUID | None = None
-    for item_id in sorted(wanted):
-        if not await repository.take_stock(session, item_id, wanted[item_id]):
-            short = item_id
-            break
-    if short is not None:
-        if savepoint is not None:
-            await savepoint.rollback()
-        item = await repository.get_item(session, short)
-        reason = "item_unavailable" if item is None or not item.active else "out_of_stock"
-        return await _refuse(session, command.reservation_id, reason, short)
-    if savepoint is not None:
-        await savepoint.commit()
-
-    hold = min(max(command.hold_seconds, MIN_HOLD_SECONDS), MAX_HOLD_SECONDS)
-    lines = [
-        StockReservation(
-            reservation_id=command.reservation_id,
-            item_id=item_id,
-            quantity=wanted[item_id],
-            status="held",
-            expires_at=now + timedelta(seconds=hold),
-        )
-        for item_id in sorted(wanted)
-    ]
-    await repository.add_reservation_lines(session, lines)
-    return _reserved(command.reservation_id, lines)
 
 
 async def _refuse(
@@ -266,14 +283,6 @@ async def _refuse(
         reservation_id=reservation_id,
         reason="out_of_stock" if reason == "out_of_stock" else "item_unavailable",
         item_id=item_id,
-    )
-
-
-def _reserved(reservation_id: uuid.UUID, lines: list[StockReservation]) -> StockReserved:
-    return StockReserved(
-        reservation_id=reservation_id,
-        lines=[StockLine(item_id=line.item_id, quantity=line.quantity) for line in lines],
-        expires_at=min(line.expires_at for line in lines),
     )
 
 
@@ -293,8 +302,9 @@ async def commit_stock(
     buyer), which is the honest outcome when the goods are gone.
     """
     reservation_id = command.reservation_id
-    await repository.lock_reservation_id(session, reservation_id)
-    lines = await repository.reservation_lines(session, reservation_id, for_update=True)
+    # Held (or already committed) lines are committed by this one statement; otherwise it
+    # changed nothing, and the lines it returns are locked for what follows.
+    lines = await repository.commit_held_lines(session, reservation_id, now)
     if not lines or any(line.status == "released" for line in lines):
         log.warning(
             "stock_commit_refused",
@@ -304,10 +314,11 @@ async def commit_stock(
         return
     expired = [line for line in lines if line.status == "expired"]
     if expired:
-        savepoint = await session.begin_nested()
-        for line in expired:
+        # Take the units again, all or none (in item order), then mark the lines sold.
+        for index, line in enumerate(expired):
             if not await repository.take_stock(session, line.item_id, line.quantity):
-                await savepoint.rollback()
+                for taken in expired[:index]:
+                    await repository.return_stock(session, taken.item_id, taken.quantity)
                 log.warning(
                     "stock_commit_refused",
                     reservation_id=str(reservation_id),
@@ -315,12 +326,7 @@ async def commit_stock(
                     item_id=str(line.item_id),
                 )
                 return
-        await savepoint.commit()
-    for line in lines:
-        if line.status != "committed":
-            line.status = "committed"
-            line.updated_at = now
-    await session.flush()
+        await repository.mark_committed(session, reservation_id, now)
     await _reply(
         session,
         StockCommitted(reservation_id=reservation_id),
@@ -341,7 +347,8 @@ async def release_stock(
     """Give held or sold units back, and always answer :class:`StockReleased` (also for a
     reservation never made, refused or expired), so a compensation always completes."""
     reservation_id = command.reservation_id
-    await repository.lock_reservation_id(session, reservation_id)
+    # Lines locked first (in item order), units returned, then the lines marked: the
+    # order the repository's notes on locks ask for.
     for line in await repository.reservation_lines(session, reservation_id, for_update=True):
         if line.status in ("held", "committed"):
             await repository.return_stock(session, line.item_id, line.quantity)

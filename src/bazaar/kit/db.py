@@ -88,8 +88,7 @@ async def advisory_lock(session: AsyncSession, name: str) -> None:
     """Hold a PostgreSQL advisory lock named ``name`` until the transaction ends.
 
     Serialises what replicas (and the CLI) must not do at the same time, also before any
-    row to lock exists: e.g. auth's first signing key, the catalog's commands about one
-    stock reservation.
+    row to lock exists: e.g. auth's first signing key, one account's login attempts.
     """
     await session.execute(
         text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": name}

@@ -49,7 +49,7 @@ def create_app(
                 consumer = MessageConsumer(
                     name=handlers.CONSUMER_NAME,
                     topics=handlers.TOPICS,
-                    handlers=handlers.HANDLERS,
+                    handlers=handlers.command_handlers(processor),
                     sessions=runtime.sessions,
                     settings=platform,
                     source=SOURCE,

@@ -16,7 +16,12 @@ knows) takes the fast path: steps 1 and 2 are one transaction for every payment
 claimed together, and the final attempt is recorded in step 4's transaction, so a
 charge costs two commits; the rules above are the same (``processing`` is committed
 before the charge leaves; an attempt the provider answered transiently is recorded
-at once).
+at once). A ChargePayment command goes further (:meth:`PaymentProcessor.request_charge`):
+the command's own transaction records the payment claimed and ``processing``, and the
+charge is sent once that transaction has committed, so a charge costs the command's
+commit and step 4's. Step 4 of a charge the payment still waits for is one
+``UPDATE ... RETURNING`` (outcome and release) besides the attempt, ledger and outbox
+rows.
 
 A payment whose charge may have been sent (``processing``) is never charged again
 blindly: the round first asks the provider for the charge under its key, and sends
@@ -40,9 +45,12 @@ from datetime import timedelta
 from typing import Any
 
 import asyncpg
+from sqlalchemy import event
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session, SessionTransaction
 
+from bazaar.contracts.payments import CancelPayment, ChargePayment
 from bazaar.kit.db import asyncpg_dsn, transaction
 from bazaar.kit.errors import IdempotencyKeyReused
 from bazaar.kit.idempotency import request_fingerprint
@@ -68,12 +76,18 @@ log = get_logger(__name__)
 CREATE_SCOPE = "payments.create"
 # How often a request waiting for another's round looks again.
 _WAIT_INTERVAL_SECONDS = 0.05
+# Where a command transaction's session keeps the first charges it claimed, to be sent
+# once it commits (the session is the transaction's: see request_charge).
+_FIRST_CHARGES = "bazaar.payments.first_charges"
 
 
 @dataclass(frozen=True, slots=True)
 class Claim:
     payment_id: uuid.UUID
     token: uuid.UUID
+    # The event loop's time when the claim was asked for, before the database started
+    # its lease: the rounds' deadline counts from here, so it ends before the lease.
+    taken_at: float
     # Set when the claim's transaction already marked the first charge as sent
     # (``processing``): what the charge is, and the method's provider token.
     charge: Snapshot | None = None
@@ -130,6 +144,10 @@ class PaymentProcessor:
         self._lease = timedelta(seconds=settings.claim_lease_seconds)
         self._wake = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
+        # While the loop runs, command transactions may claim first charges for it...
+        self._taking_charges = False
+        # ...and these many are claimed in transactions that have not ended yet.
+        self._promised = 0
 
     # --- the reconciler loop ---------------------------------------------------------
 
@@ -137,10 +155,11 @@ class PaymentProcessor:
         """Take due payments until cancelled, at most ``processor_batch_size`` at once."""
         listener = asyncio.create_task(self._listen(), name="payments:due-listener")
         backoff = 0.2
+        self._taking_charges = True
         try:
             while True:
                 self._wake.clear()
-                free = self._settings.processor_batch_size - len(self._running)
+                free = self._settings.processor_batch_size - len(self._running) - self._promised
                 try:
                     claims = await self._claim(limit=free) if free > 0 else []
                     backoff = 0.2
@@ -150,19 +169,23 @@ class PaymentProcessor:
                     backoff = min(backoff * 2, 5.0)
                     continue
                 for claim in claims:
-                    task = asyncio.create_task(self._work(claim))
-                    self._running.add(task)
-                    task.add_done_callback(self._round_done)
+                    self._start(claim)
                 if claims and len(claims) == free:
                     continue
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._settings.processor_poll_seconds):
                         await self._wake.wait()
         finally:
+            self._taking_charges = False
             listener.cancel()
             for task in list(self._running):
                 task.cancel()
             await asyncio.gather(listener, *self._running, return_exceptions=True)
+
+    def _start(self, claim: Claim) -> None:
+        task = asyncio.create_task(self._work(claim))
+        self._running.add(task)
+        task.add_done_callback(self._round_done)
 
     def _round_done(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
@@ -202,13 +225,14 @@ class PaymentProcessor:
         """Claim due payments; new ones' first charges are marked sent in the same
         transaction (the fast path of the module's docstring)."""
         token = uuid.uuid4()
+        taken_at = asyncio.get_running_loop().time()
         async with transaction(self._sessions) as session:
             payments = await repository.claim_due(
                 session, token=token, lease=self._lease, limit=limit, payment_id=payment_id
             )
             ids = [payment.id for payment in payments]
             charges = await self._mark_first_charges_sent(session, payments) if payments else {}
-        return [Claim(payment_id, token, charges.get(payment_id)) for payment_id in ids]
+        return [Claim(payment_id, token, taken_at, charges.get(payment_id)) for payment_id in ids]
 
     async def _mark_first_charges_sent(
         self, session: AsyncSession, payments: list[Payment]
@@ -236,12 +260,89 @@ class PaymentProcessor:
             charges[payment.id] = _snapshot_of(payment, provider_token)
         return charges
 
+    # --- commands: a first charge claimed in the command's transaction ---------------
+
+    async def request_charge(
+        self, session: AsyncSession, command: ChargePayment, correlation_id: str | None
+    ) -> None:
+        """ChargePayment, in the command consumer's transaction (``session``).
+
+        While this replica's loop runs and has room, the new payment is recorded claimed
+        and ``processing`` (:func:`service.request_charge` with a claim) and its charge is
+        sent as soon as the transaction commits: no claim transaction, no second read of
+        the method. The consumer may handle several commands in one transaction and roll
+        it back (then handle them again), so nothing is sent from here: the claim waits
+        in the session until its commit (:meth:`_committed`) and is dropped with a
+        rollback (:meth:`_rolled_back`). A replica that dies in between leaves a
+        ``processing`` payment whose claim runs out; the reconciler then asks the
+        provider under the payment's key before it sends the charge (once).
+        """
+        claim = None
+        room = len(self._running) + self._promised < self._settings.processor_batch_size
+        if self._taking_charges and room:
+            claim = service.ChargeClaim(token=uuid.uuid4(), lease=self._lease)
+        taken_at = asyncio.get_running_loop().time()
+        first = await service.request_charge(session, command, correlation_id, claim=claim)
+        if first is None or claim is None:
+            return
+        snapshot = _snapshot_of(first.payment, first.provider_token)
+        self._send_after_commit(session, Claim(snapshot.id, claim.token, taken_at, snapshot))
+
+    async def request_cancel(
+        self, session: AsyncSession, command: CancelPayment, correlation_id: str | None
+    ) -> None:
+        """CancelPayment, in the command consumer's transaction (``session``).
+
+        A first charge claimed in this same transaction (its ChargePayment came in the
+        same batch) has not been sent, and now never is: the claim is withdrawn and the
+        payment, ``pending`` again, is voided like any payment not yet charged.
+        """
+        waiting: dict[uuid.UUID, Claim] | None = session.info.get(_FIRST_CHARGES)
+        claim = waiting.pop(command.payment_id, None) if waiting else None
+        if claim is not None:
+            self._promised -= 1
+            await repository.withdraw_claimed_charge(session, claim.payment_id, claim.token)
+        await service.request_cancel(session, command.payment_id, command.reason, correlation_id)
+
+    def _send_after_commit(self, session: AsyncSession, claim: Claim) -> None:
+        waiting: dict[uuid.UUID, Claim] | None = session.info.get(_FIRST_CHARGES)
+        if waiting is None:
+            waiting = session.info[_FIRST_CHARGES] = {}
+            event.listen(session.sync_session, "after_commit", self._committed)
+            event.listen(session.sync_session, "after_soft_rollback", self._rolled_back)
+        waiting[claim.payment_id] = claim
+        self._promised += 1
+
+    def _committed(self, session: Session) -> None:
+        """The payments are recorded: send their charges (in tasks of the loop)."""
+        if session.in_nested_transaction():
+            return  # a savepoint released: nothing is committed yet
+        for claim in self._take_waiting(session):
+            self._start(claim)
+
+    def _rolled_back(self, session: Session, _transaction: SessionTransaction) -> None:
+        """The payments were not recorded: their charges must never be sent. (A savepoint
+        rolled back drops them too, to be safe: their claims, if committed after all, run
+        out and the reconciler takes the payments.)"""
+        dropped = self._take_waiting(session)
+        if dropped:
+            log.info("first_charges_dropped_with_rollback", payments=len(dropped))
+
+    def _take_waiting(self, session: Session) -> list[Claim]:
+        waiting: dict[uuid.UUID, Claim] | None = session.info.get(_FIRST_CHARGES)
+        if not waiting:
+            return []
+        claims = list(waiting.values())
+        waiting.clear()
+        self._promised -= len(claims)
+        return claims
+
     # --- one payment's work ----------------------------------------------------------
 
     async def _work(self, claim: Claim) -> None:
         """Rounds on one claimed payment until nothing is due now, within the lease."""
         try:
-            async with asyncio.timeout(self._settings.round_deadline_seconds()):
+            async with asyncio.timeout_at(claim.taken_at + self._settings.round_deadline_seconds()):
                 more = True
                 if claim.charge is not None:
                     more = await self._send_charge(claim, claim.charge)
@@ -426,11 +527,18 @@ class PaymentProcessor:
     async def _settle_charge(
         self, claim: Claim, charge: ProviderCharge, attempt: ProviderAnswer | None = None
     ) -> bool:
+        """Record the provider's charge with ``attempt``; True when more is due at once
+        (a refund, for a cancel asked meanwhile: the claim is kept for it)."""
+
         async def record(session: AsyncSession, payment: Payment) -> None:
             await service.record_charge(session, payment, charge)
 
-        # A cancel asked for meanwhile makes the refund due now: keep the claim for it.
-        payment = await self._finish(claim, record, keep_if_due=True, attempt=attempt)
+        async with transaction(self._sessions) as session:
+            if await service.record_claimed_charge(session, claim.payment_id, claim.token, charge):
+                if attempt is not None:
+                    await self._add_attempt(session, claim, attempt)
+                return False  # final, and the claim released
+            payment = await self._apply(session, claim, record, keep_if_due=True, attempt=attempt)
         return payment is not None and payment.claim_token == claim.token
 
     async def _void(
@@ -470,19 +578,31 @@ class PaymentProcessor:
         with the record of ``attempt``, the provider call that led to it (``keep_if_due``:
         unless ``change`` left more work due at once, for this round)."""
         async with transaction(self._sessions) as session:
-            if attempt is not None:
-                await self._add_attempt(session, claim, attempt)
-            payment = await repository.get_payment(session, claim.payment_id, for_update=True)
-            if payment is None:
-                return None
-            await change(session, payment)
-            due_now = payment.next_check_at is not None and payment.next_check_at <= (
-                service.utc_now()
+            return await self._apply(
+                session, claim, change, keep_if_due=keep_if_due, attempt=attempt
             )
-            if payment.claim_token == claim.token and not (keep_if_due and due_now):
-                payment.claimed_until = None
-                payment.claim_token = None
-            return payment
+
+    async def _apply(
+        self,
+        session: AsyncSession,
+        claim: Claim,
+        change: Callable[[AsyncSession, Payment], Awaitable[None]],
+        *,
+        keep_if_due: bool,
+        attempt: ProviderAnswer | None,
+    ) -> Payment | None:
+        """:meth:`_finish` in the caller's transaction."""
+        if attempt is not None:
+            await self._add_attempt(session, claim, attempt)
+        payment = await repository.get_payment(session, claim.payment_id, for_update=True)
+        if payment is None:
+            return None
+        await change(session, payment)
+        due_now = payment.next_check_at is not None and payment.next_check_at <= (service.utc_now())
+        if payment.claim_token == claim.token and not (keep_if_due and due_now):
+            payment.claimed_until = None
+            payment.claim_token = None
+        return payment
 
     # --- HTTP: carry out a payment now -----------------------------------------------
 

@@ -8,7 +8,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, text, tuple_, update
+from sqlalchemy import (
+    Table,
+    and_,
+    delete,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,6 +33,14 @@ from bazaar.payments.models import (
     PaymentAttempt,
     PaymentMethod,
 )
+
+
+def _table(model: type[Payment | PaymentAttempt | LedgerEntry]) -> Table:
+    """A model's table, for Core inserts (no ORM flush where nothing is read back)."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
 
 # Woken at commit: a payment became due (a new charge, a cancel), so a processor takes
 # it within milliseconds instead of at its next poll.
@@ -85,6 +105,107 @@ async def insert_payment(
         statement = statement.returning(func.pg_notify(DUE_CHANNEL, ""))
     result = await session.execute(statement)
     return result.first() is not None
+
+
+async def insert_claimed_payment(
+    session: AsyncSession, payment: Payment, *, lease: timedelta
+) -> str | None:
+    """Insert ``payment`` (a first charge, ``processing`` under the caller's claim token)
+    claimed for ``lease``, if it can be charged now: no payment with its id exists, no
+    cancel came before it (``early_cancellations``), and its method is the payer's and not
+    deleted. The method's provider token when inserted; None when not (the caller finds
+    out why, on the general path).
+
+    One statement (``INSERT ... SELECT ... WHERE``) instead of an insert and two reads:
+    the common first charge of an order pays for one round trip. The lease runs from
+    ``clock_timestamp()`` (when the row is written), not from ``now()`` (when the
+    transaction began, which may be a batch of commands earlier), so the claim never ends
+    before the processor's round deadline, counted from before this statement.
+    """
+    table = _table(Payment)
+    values = {
+        column.key: getattr(payment, column.key)
+        for column in table.columns
+        if getattr(payment, column.key, None) is not None
+    }
+    method_usable = exists().where(
+        PaymentMethod.id == payment.payment_method_id,
+        PaymentMethod.user_id == payment.user_id,
+        PaymentMethod.deleted_at.is_(None),
+    )
+    cancelled_first = exists().where(EarlyCancellation.payment_id == payment.id)
+    row = select(
+        *(literal(value, table.c[key].type) for key, value in values.items()),
+        func.clock_timestamp() + lease,
+    ).where(method_usable, ~cancelled_first)
+    provider_token = (
+        select(PaymentMethod.provider_token)
+        .where(PaymentMethod.id == payment.payment_method_id)
+        .scalar_subquery()
+    )
+    statement = (
+        insert(table)
+        .from_select([*values, "claimed_until"], row)
+        .on_conflict_do_nothing()
+        .returning(provider_token)
+    )
+    token: str | None = (await session.execute(statement)).scalar_one_or_none()
+    return token
+
+
+async def withdraw_claimed_charge(
+    session: AsyncSession, payment_id: uuid.UUID, claim_token: uuid.UUID
+) -> None:
+    """Undo :func:`insert_claimed_payment` within its own transaction (the charge was not
+    sent): ``pending``, no attempt, unclaimed, as the general path records a payment."""
+    await session.execute(
+        update(Payment)
+        .where(Payment.id == payment_id, Payment.claim_token == claim_token)
+        .values(status="pending", attempts=0, claimed_until=None, claim_token=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def settle_claimed_charge(
+    session: AsyncSession,
+    payment_id: uuid.UUID,
+    claim_token: uuid.UUID,
+    *,
+    status: str,
+    failure_code: str | None,
+    provider_charge_id: str,
+    now: datetime,
+) -> Payment | None:
+    """Record a charge's final answer and release the claim in one statement, if the
+    payment is still claimed by ``claim_token``, waiting for its answer (``pending`` or
+    ``processing``) and no cancel was asked for; the payment as updated, else None.
+
+    The common end of a charge, as one ``UPDATE ... RETURNING`` instead of a locked read
+    and two flushed updates; anything else (a cancel meanwhile, a claim lost, a payment
+    already final) is left to the general path, which the caller takes when None.
+    """
+    result = await session.execute(
+        update(Payment)
+        .where(
+            Payment.id == payment_id,
+            Payment.claim_token == claim_token,
+            Payment.status.in_(("pending", "processing")),
+            Payment.cancel_requested.is_(False),
+        )
+        .values(
+            status=status,
+            failure_code=failure_code,
+            provider_charge_id=provider_charge_id,
+            rounds=0,
+            next_check_at=None,
+            updated_at=now,
+            claimed_until=None,
+            claim_token=None,
+        )
+        .returning(Payment)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )
+    return result.scalar_one_or_none()
 
 
 async def get_payment(
@@ -205,13 +326,24 @@ async def claim_state(session: AsyncSession, payment_id: uuid.UUID) -> ClaimStat
 
 
 async def add_attempt(session: AsyncSession, attempt: PaymentAttempt) -> None:
-    session.add(attempt)
-    await session.flush()
+    """A Core insert: nothing reads the row back, so no ORM flush (and no RETURNING id)."""
+    await session.execute(insert(_table(PaymentAttempt)).values(**_set_columns(attempt)))
 
 
 async def add_ledger_entries(session: AsyncSession, entries: Sequence[LedgerEntry]) -> None:
-    session.add_all(entries)
-    await session.flush()
+    """The lines of an entry in one multi-row Core insert (nothing reads them back)."""
+    await session.execute(
+        insert(_table(LedgerEntry)).values([_set_columns(entry) for entry in entries])
+    )
+
+
+def _set_columns(row: PaymentAttempt | LedgerEntry) -> dict[str, Any]:
+    """The columns given a value (the others take their defaults in the database)."""
+    return {
+        column.key: getattr(row, column.key)
+        for column in _table(type(row)).columns
+        if getattr(row, column.key, None) is not None
+    }
 
 
 async def add_early_cancellation(session: AsyncSession, cancellation: EarlyCancellation) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -315,9 +316,32 @@ async def open_payment(
     log.info("payment_opened", payment_id=str(payment_id), amount=data.amount)
 
 
+@dataclass(frozen=True, slots=True)
+class ChargeClaim:
+    """A processor's offer to send a new payment's first charge itself, as soon as the
+    transaction recording the payment commits: the payment is then recorded already
+    claimed by ``token`` for ``lease`` and ``processing`` (see :func:`request_charge`)."""
+
+    token: uuid.UUID
+    lease: timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class FirstCharge:
+    """A payment recorded claimed and ``processing``, and its method's provider token:
+    the charge its claimant sends after the commit."""
+
+    payment: Payment
+    provider_token: str
+
+
 async def request_charge(
-    session: AsyncSession, command: ChargePayment, correlation_id: str | None
-) -> None:
+    session: AsyncSession,
+    command: ChargePayment,
+    correlation_id: str | None,
+    *,
+    claim: ChargeClaim | None = None,
+) -> FirstCharge | None:
     """ChargePayment: record the payment once per ``payment_id`` and let the processor charge.
 
     A repeat (a redelivery, a saga's retry) finds the payment: a final one has its
@@ -327,23 +351,26 @@ async def request_charge(
     The first delivery is the common case, so an acceptable command is first tried as
     a new payment (inserted unless one exists, waking the processors at commit) and
     only a command that finds its payment recorded is answered as a repeat.
+
+    With ``claim``, a new payment that can be charged (its method is the payer's, no
+    cancel came first) is recorded claimed and ``processing`` with its first attempt
+    counted, as the processor's claim would have marked it, and returned: the claimant
+    sends the charge once this transaction commits, without a claim transaction of its
+    own. Committed ``processing`` before the charge leaves, as always: should the
+    claimant never send it (a crash), the claim expires and the reconciler asks the
+    provider under the payment's key before it charges. Anything else (a repeat, a
+    method that cannot be charged, an early cancel) takes the general path.
     """
     if _acceptable(command):
-        new_payment = Payment(
-            id=command.payment_id,
-            user_id=command.user_id,
-            amount=command.amount,
-            currency=command.currency,
-            status=PaymentStatus.PENDING,
-            reference_type=command.reference_type,
-            reference_id=command.reference_id,
-            payment_method_id=command.payment_method_id,
-            correlation_id=correlation_id or str(command.reference_id),
-            next_check_at=utc_now(),
-        )
-        if await repository.insert_payment(session, new_payment, notify_due=True):
+        if claim is not None:
+            first = await _record_first_charge(session, command, correlation_id, claim)
+            if first is not None:
+                return first
+        if await repository.insert_payment(
+            session, _new_payment(command, correlation_id), notify_due=True
+        ):
             await _check_new_charge(session, command)
-            return
+            return None
     payment = await repository.get_payment(session, command.payment_id, for_update=True)
     if payment is not None:
         if _differs(payment, command):
@@ -354,7 +381,7 @@ async def request_charge(
             # The saga is waiting: ask the provider now rather than at the next check.
             payment.next_check_at = utc_now()
             await repository.notify_due(session)
-        return
+        return None
     # Only a command the provider would never take gets here (an acceptable one was
     # recorded above, or found recorded): answer without a payment record.
     await _publish(
@@ -367,6 +394,40 @@ async def request_charge(
         failure_code=FailureCode.INVALID_REQUEST,
     )
     PAYMENT_OUTCOMES.labels("failed").inc()
+    return None
+
+
+def _new_payment(command: ChargePayment, correlation_id: str | None) -> Payment:
+    """The payment a ChargePayment asks for, ``pending`` and due at once."""
+    return Payment(
+        id=command.payment_id,
+        user_id=command.user_id,
+        amount=command.amount,
+        currency=command.currency,
+        status=PaymentStatus.PENDING,
+        reference_type=command.reference_type,
+        reference_id=command.reference_id,
+        payment_method_id=command.payment_method_id,
+        correlation_id=correlation_id or str(command.reference_id),
+        next_check_at=utc_now(),
+    )
+
+
+async def _record_first_charge(
+    session: AsyncSession, command: ChargePayment, correlation_id: str | None, claim: ChargeClaim
+) -> FirstCharge | None:
+    """The payment recorded claimed and ``processing`` if it is new and can be charged."""
+    payment = _new_payment(command, correlation_id)
+    payment.status = PaymentStatus.PROCESSING
+    payment.attempts = 1
+    payment.claim_token = claim.token
+    payment.cancel_requested = False
+    # Still due: if the claim runs out unreleased, the reconciler takes the payment.
+    provider_token = await repository.insert_claimed_payment(session, payment, lease=claim.lease)
+    if provider_token is None:
+        return None
+    log.info("payment_requested", payment_id=str(command.payment_id), amount=command.amount)
+    return FirstCharge(payment, provider_token)
 
 
 async def _check_new_charge(session: AsyncSession, command: ChargePayment) -> None:
@@ -508,19 +569,54 @@ async def record_charge(session: AsyncSession, payment: Payment, charge: Provide
     if charge.status == "succeeded":
         payment.status = PaymentStatus.SUCCEEDED
         payment.failure_code = None
-        await ledger.post(session, payment, EntryKind.CHARGE, ledger.charge_lines(payment.amount))
-        await _announce(session, payment, PaymentSucceeded)
-        PAYMENT_OUTCOMES.labels("succeeded").inc()
         if payment.cancel_requested:
             payment.next_check_at = now
             await repository.notify_due(session)
         else:
             payment.next_check_at = None
-        log.info("payment_succeeded", payment_id=str(payment.id), charge_id=charge.id)
+    else:
+        payment.status = PaymentStatus.FAILED
+        payment.failure_code = failure_code_of(charge.failure_code)
+        payment.next_check_at = None
+    await _charge_answered(session, payment)
+
+
+async def record_claimed_charge(
+    session: AsyncSession, payment_id: uuid.UUID, claim_token: uuid.UUID, charge: ProviderCharge
+) -> bool:
+    """:func:`record_charge` for its common case, the payment still claimed by
+    ``claim_token``, waiting for this answer, no cancel asked for: the outcome and the
+    claim's release in one ``UPDATE ... RETURNING``, then its ledger entry and events.
+
+    True when recorded. False when the payment is in any other state: nothing was
+    changed, and the caller records the charge on the locked payment instead.
+    """
+    succeeded = charge.status == "succeeded"
+    payment = await repository.settle_claimed_charge(
+        session,
+        payment_id,
+        claim_token,
+        status=PaymentStatus.SUCCEEDED if succeeded else PaymentStatus.FAILED,
+        failure_code=None if succeeded else failure_code_of(charge.failure_code),
+        provider_charge_id=charge.id,
+        now=utc_now(),
+    )
+    if payment is None:
+        return False
+    await _charge_answered(session, payment)
+    return True
+
+
+async def _charge_answered(session: AsyncSession, payment: Payment) -> None:
+    """The ledger entry and the events of a charge's final answer, just recorded."""
+    if payment.status == PaymentStatus.SUCCEEDED:
+        await ledger.post(session, payment, EntryKind.CHARGE, ledger.charge_lines(payment.amount))
+        await _announce(session, payment, PaymentSucceeded)
+        PAYMENT_OUTCOMES.labels("succeeded").inc()
+        log.info(
+            "payment_succeeded", payment_id=str(payment.id), charge_id=payment.provider_charge_id
+        )
         return
-    payment.status = PaymentStatus.FAILED
-    payment.failure_code = failure_code_of(charge.failure_code)
-    payment.next_check_at = None
     await _announce(session, payment, PaymentFailed, failure_code=payment.failure_code)
     PAYMENT_OUTCOMES.labels("failed").inc()
     if payment.cancel_requested:

@@ -16,12 +16,13 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bazaar.catalog import service
+from bazaar.catalog import repository, service
 from bazaar.catalog.app import create_app
-from bazaar.catalog.models import StockReservation
+from bazaar.catalog.models import Item, StockReservation
 from bazaar.catalog.settings import CatalogSettings
 from bazaar.contracts import catalog as contract
 from bazaar.contracts.base import Message
@@ -283,6 +284,196 @@ async def test_concurrent_reservations_never_oversell_and_never_deadlock(
     assert [await desk.stock_of(item) for item in items] == [0, 0, 0]
 
 
+@pytest.fixture
+async def sessions(desk: StockDesk) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions on the catalog's database, for commands run side by side in this process."""
+    engine = create_engine(desk.database, pool_size=25)
+    try:
+        yield create_session_factory(engine)
+    finally:
+        await engine.dispose()
+
+
+async def test_the_same_reservation_asked_many_times_at_once_is_held_once(
+    desk: StockDesk, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """Copies of one command in transactions of their own (as during a rebalance): the
+    units are taken once and every copy gets the same answer."""
+    teapot, cups = await desk.new_item(stock=5), await desk.new_item(stock=10)
+    reservation = uuid.uuid4()
+    command = reserve(reservation, (cups, 4), (teapot, 2))
+
+    await asyncio.gather(*(_reserve_in(sessions, command) for _ in range(10)))
+    answers = await desk.answer(reservation, contract.StockReserved, count=10)
+    assert all(answer.data == answers[0].data for answer in answers)
+    assert (await desk.stock_of(teapot), await desk.stock_of(cups)) == (3, 6)
+    assert await _statuses(desk, reservation) == {"held"}
+
+
+async def test_a_refusal_and_stock_arriving_at_once_still_give_one_answer(
+    desk: StockDesk, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """Copies of a command that is refused, or not, depending on stock that arrives while
+    they run: whichever it is, all copies answer the same and the stock agrees."""
+    for _ in range(3):
+        item = await desk.new_item(stock=1)
+        reservation = uuid.uuid4()
+        command = reserve(reservation, (item, 2))
+
+        copies = [_reserve_in(sessions, command) for _ in range(10)]
+        await asyncio.gather(*copies[:5], _restock(sessions, item, 5), *copies[5:])
+        answers = await desk.answer(
+            reservation, contract.StockReserved, contract.StockReservationRefused, count=10
+        )
+        assert all((a.type, a.data) == (answers[0].type, answers[0].data) for a in answers)
+        if answers[0].type == contract.StockReserved.TYPE:
+            assert await desk.stock_of(item) == 4
+            assert await _statuses(desk, reservation) == {"held"}
+        else:
+            assert await desk.stock_of(item) == 6
+            assert await _statuses(desk, reservation) == set()
+
+
+async def test_a_copy_that_finds_stock_while_another_is_being_refused_is_refused_too(
+    desk: StockDesk,
+    sessions: async_sessionmaker[AsyncSession],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The refusing copy holds the item row from its look-up to its commit, so a copy that
+    comes along once stock arrived waits, then finds the refusal (the interleaving made
+    on purpose: the first refusal pauses before it is written)."""
+    item = await desk.new_item(stock=1)
+    reservation = uuid.uuid4()
+    command = reserve(reservation, (item, 2))
+    paused, resume = asyncio.Event(), asyncio.Event()
+    add_refusal = repository.add_refusal
+
+    async def add_refusal_slowly(*args: Any) -> None:
+        if not paused.is_set():
+            paused.set()
+            await resume.wait()
+        await add_refusal(*args)
+
+    monkeypatch.setattr(repository, "add_refusal", add_refusal_slowly)
+    first = asyncio.create_task(_reserve_in(sessions, command))
+    await asyncio.wait_for(paused.wait(), timeout=10)
+    others = asyncio.gather(_restock(sessions, item, 5), _reserve_in(sessions, command))
+    await asyncio.sleep(0.5)
+    resume.set()
+    await first
+    await others
+    answers = await desk.answer(
+        reservation, contract.StockReserved, contract.StockReservationRefused, count=2
+    )
+    assert [a.type for a in answers] == [contract.StockReservationRefused.TYPE] * 2
+    assert answers[0].data == answers[1].data
+    assert await desk.stock_of(item) == 6
+
+
+async def test_a_commit_asked_again_answers_again_and_one_after_a_release_is_refused(
+    desk: StockDesk,
+) -> None:
+    item = await desk.new_item(stock=5)
+    reservation = uuid.uuid4()
+    await desk.command(reserve(reservation, (item, 2)), reservation)
+    await desk.answer(reservation, contract.StockReserved)
+    for _ in range(2):
+        await desk.command(contract.CommitStock(reservation_id=reservation), reservation)
+    await desk.answer(reservation, contract.StockCommitted, count=2)
+    assert await desk.stock_of(item) == 3
+    assert await _statuses(desk, reservation) == {"committed"}
+
+    release = contract.ReleaseStock(reservation_id=reservation, reason="order_cancelled")
+    await desk.command(release, reservation)
+    await desk.command(contract.CommitStock(reservation_id=reservation), reservation)
+    await desk.command(release, reservation)
+    await desk.answer(reservation, contract.StockReleased, count=2)
+    assert len(desk.replies.of_type(contract.StockCommitted, str(reservation))) == 2
+    assert await desk.stock_of(item) == 5
+    assert await _statuses(desk, reservation) == {"released"}
+
+
+async def test_a_commit_finding_one_line_expired_takes_it_again_or_changes_nothing(
+    desk: StockDesk, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """A reaper's batch may end between two lines of one reservation: the commit sells
+    all lines (taking the expired one's units again) or none."""
+    for units_left in (True, False):
+        first, second = sorted([await desk.new_item(stock=5), await desk.new_item(stock=5)])
+        reservation = uuid.uuid4()
+        async with transaction(sessions) as session:
+            await service.reserve_stock(
+                session, reserve(reservation, (first, 1), (second, 2)), now=datetime.now(UTC)
+            )
+            # What the reaper does to one line: its units back, the line expired.
+            await session.execute(
+                update(StockReservation)
+                .where(
+                    StockReservation.reservation_id == reservation,
+                    StockReservation.item_id == uuid.UUID(second),
+                )
+                .values(status="expired")
+            )
+            await session.execute(
+                update(Item)
+                .where(Item.id == uuid.UUID(second))
+                .values(stock=Item.stock + 2 if units_left else 1)
+            )
+        async with transaction(sessions) as session:
+            await service.commit_stock(
+                session, contract.CommitStock(reservation_id=reservation), now=datetime.now(UTC)
+            )
+        if units_left:
+            await desk.answer(reservation, contract.StockCommitted)
+            assert await _statuses(desk, reservation) == {"committed"}
+            assert (await desk.stock_of(first), await desk.stock_of(second)) == (4, 3)
+        else:
+            assert await _line_statuses(desk, reservation) == {
+                first: "held",
+                second: "expired",
+            }
+            assert (await desk.stock_of(first), await desk.stock_of(second)) == (4, 1)
+            assert desk.replies.of_type(contract.StockCommitted, str(reservation)) == []
+
+
+async def test_a_commit_and_a_release_at_once_return_the_units_once(
+    desk: StockDesk, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """Whichever runs first (the commit sold the units and the release takes them back,
+    or the release took them back and the commit is refused), the stock ends where it
+    started and every line is released."""
+    items = [await desk.new_item(stock=10) for _ in range(3)]
+    reservations = [uuid.uuid4() for _ in range(6)]
+    for n, reservation in enumerate(reservations):
+        order = items if n % 2 else list(reversed(items))
+        async with transaction(sessions) as session:
+            await service.reserve_stock(
+                session, reserve(reservation, *((i, 1) for i in order)), now=datetime.now(UTC)
+            )
+
+    async def handle(message: Message) -> None:
+        async with transaction(sessions) as session:
+            if isinstance(message, contract.CommitStock):
+                await service.commit_stock(session, message, now=datetime.now(UTC))
+            else:
+                assert isinstance(message, contract.ReleaseStock)
+                await service.release_stock(session, message, now=datetime.now(UTC))
+
+    await asyncio.gather(
+        *(
+            handle(message)
+            for reservation in reservations
+            for message in (
+                contract.CommitStock(reservation_id=reservation),
+                contract.ReleaseStock(reservation_id=reservation, reason="timeout"),
+            )
+        )
+    )
+    assert [await desk.stock_of(item) for item in items] == [10, 10, 10]
+    for reservation in reservations:
+        assert await _statuses(desk, reservation) == {"released"}
+
+
 async def test_items_are_looked_up_by_ids_withdrawn_ones_included(desk: StockDesk) -> None:
     first, second = await desk.new_item(title="First"), await desk.new_item(title="Second")
     await desk.client.patch(
@@ -300,19 +491,37 @@ async def test_items_are_looked_up_by_ids_withdrawn_ones_included(desk: StockDes
         assert response.json()["errors"][0]["field"] == "ids"
 
 
+async def _reserve_in(
+    sessions: async_sessionmaker[AsyncSession], command: contract.ReserveStock
+) -> None:
+    async with transaction(sessions) as session:
+        await service.reserve_stock(session, command, now=datetime.now(UTC))
+
+
+async def _restock(sessions: async_sessionmaker[AsyncSession], item: str, units: int) -> None:
+    async with transaction(sessions) as session:
+        await session.execute(
+            update(Item).where(Item.id == uuid.UUID(item)).values(stock=Item.stock + units)
+        )
+
+
 async def _stock_is(desk: StockDesk, item: str, expected: int) -> bool:
     return await desk.stock_of(item) == expected
 
 
 async def _statuses(desk: StockDesk, reservation: uuid.UUID) -> set[str]:
+    return set((await _line_statuses(desk, reservation)).values())
+
+
+async def _line_statuses(desk: StockDesk, reservation: uuid.UUID) -> dict[str, str]:
     engine = create_engine(desk.database, pooled=False)
     try:
         async with create_session_factory(engine)() as session:
             rows = await session.execute(
-                select(StockReservation.status).where(
+                select(StockReservation.item_id, StockReservation.status).where(
                     StockReservation.reservation_id == reservation
                 )
             )
-            return {status for (status,) in rows}
+            return {str(item_id): status for item_id, status in rows}
     finally:
         await engine.dispose()

@@ -32,6 +32,7 @@ from bazaar.kit.messaging.kafka import ensure_topics
 from bazaar.kit.testing import DatabaseFactory, TokenIssuer, read_topic, running_app, wait_for
 from bazaar.payments.app import create_app
 from bazaar.payments.models import Payment, PaymentAttempt
+from bazaar.payments.processor import PaymentProcessor
 from bazaar.payments.settings import PaymentsSettings
 from bazaar.stack.ports import free_port
 from tests.integration.peers import envelope_of, send
@@ -167,6 +168,7 @@ class Payments:
         platform: PlatformSettings,
         tokens: TokenIssuer,
         sandbox: Sandbox,
+        processor: PaymentProcessor,
     ) -> None:
         self.client = client
         self.url = url
@@ -175,6 +177,8 @@ class Payments:
         self.platform = platform
         self.tokens = tokens
         self.sandbox = sandbox
+        # The service's own processor, for tests that run its command handlers directly.
+        self.processor = processor
 
     # --- callers ----------------------------------------------------------------------
 
@@ -305,7 +309,7 @@ async def payments_service(
     app = create_app(settings_for(url, sandbox.url, **overrides), platform)
     try:
         async with running_app(app) as client:
-            yield Payments(client, url, engine, platform, tokens, sandbox)
+            yield Payments(client, url, engine, platform, tokens, sandbox, app.state.processor)
     finally:
         await engine.dispose()
 

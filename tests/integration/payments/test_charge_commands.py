@@ -7,9 +7,13 @@ import uuid
 import pytest
 
 from bazaar.contracts import payments as contract
+from bazaar.kit.db import transaction
 from bazaar.kit.messaging.envelope import new_envelope
 from bazaar.kit.testing import wait_for
+from bazaar.payments import repository
+from bazaar.payments.handlers import command_handlers
 from tests.integration.payments.conftest import CARDS, Payments, charge_command
+from tests.integration.peers import envelope_of
 
 
 @pytest.mark.parametrize(
@@ -192,3 +196,80 @@ async def test_outcomes_are_counted_in_the_metrics(payments: Payments) -> None:
         return await succeeded_count() >= before + 1
 
     await wait_for(counted, message="the succeeded outcome in /metrics")
+
+
+async def test_a_command_transaction_claims_the_first_charge_sent_after_its_commit(
+    payments: Payments,
+) -> None:
+    user = str(uuid.uuid4())
+    method_id = await payments.add_method(user)
+    command = charge_command(method_id, user)
+    pid = str(command.payment_id)
+    handlers = command_handlers(payments.processor)
+
+    async with transaction(payments.sessions) as session:
+        await handlers[command.TYPE](session, envelope_of(command, key=pid))
+        recorded = await repository.get_payment(session, command.payment_id)
+        # Recorded as the processor's claim would mark it: committed before the charge.
+        assert recorded is not None and recorded.status == "processing"
+        assert recorded.attempts == 1 and recorded.claim_token is not None
+        assert await payments.sandbox.charges(f"pay-{pid}") == []
+
+    payment = await payments.wait_status(pid, "succeeded")
+    assert payment.claim_token is None and payment.claimed_until is None
+    assert payment.next_check_at is None and payment.attempts == 1
+    assert [(a.kind, a.outcome) for a in await payments.attempts(pid)] == [("charge", "succeeded")]
+    assert len(await payments.sandbox.charges(f"pay-{pid}")) == 1
+
+
+async def test_a_rolled_back_command_transaction_sends_no_charge(payments: Payments) -> None:
+    user = str(uuid.uuid4())
+    method_id = await payments.add_method(user)
+    command = charge_command(method_id, user)
+    pid = str(command.payment_id)
+    handlers = command_handlers(payments.processor)
+
+    async def handle_in_a_batch_that_fails() -> None:
+        async with transaction(payments.sessions) as session:
+            await handlers[command.TYPE](session, envelope_of(command, key=pid))
+            raise RuntimeError("a later handler of the batch failed")
+
+    # A later command of the batch fails: the consumer rolls the transaction back...
+    with pytest.raises(RuntimeError):
+        await handle_in_a_batch_that_fails()
+    assert await payments.payment(pid) is None
+    assert await payments.sandbox.charges(f"pay-{pid}") == []
+
+    # ...and handles the command again: one charge, sent by the second transaction only.
+    async with transaction(payments.sessions) as session:
+        await handlers[command.TYPE](session, envelope_of(command, key=pid))
+    await payments.wait_status(pid, "succeeded")
+    assert [(a.kind, a.outcome) for a in await payments.attempts(pid)] == [("charge", "succeeded")]
+    assert len(await payments.sandbox.charges(f"pay-{pid}")) == 1
+
+
+async def test_a_charge_and_its_cancel_in_one_transaction_never_charge(
+    payments: Payments,
+) -> None:
+    user = str(uuid.uuid4())
+    method_id = await payments.add_method(user)
+    command = charge_command(method_id, user)
+    pid = str(command.payment_id)
+    cancel = contract.CancelPayment(payment_id=command.payment_id, reason="out_of_stock")
+    handlers = command_handlers(payments.processor)
+
+    async with transaction(payments.sessions) as session:
+        await handlers[command.TYPE](session, envelope_of(command, key=pid))
+        await handlers[cancel.TYPE](session, envelope_of(cancel, key=pid))
+
+    events = await payments.events(pid, until=2)
+    assert [event.type for event in events] == [
+        contract.PaymentFailed.TYPE,
+        contract.PaymentCancelled.TYPE,
+    ]
+    assert events[0].data["failure_code"] == "cancelled"
+    payment = await payments.wait_status(pid, "failed")
+    assert payment.attempts == 0 and payment.claim_token is None
+    assert payment.next_check_at is None
+    assert await payments.attempts(pid) == []
+    assert await payments.sandbox.charges(f"pay-{pid}") == []

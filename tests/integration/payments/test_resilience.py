@@ -10,6 +10,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +21,16 @@ from sqlalchemy.engine import URL
 
 from bazaar.contracts import payments as contract
 from bazaar.kit.config import PlatformSettings
+from bazaar.kit.db import transaction
 from bazaar.kit.testing import TokenIssuer, read_topic, wait_for
+from bazaar.payments import service
 from bazaar.payments.models import Payment
 from bazaar.stack.ports import free_port
 from tests.integration.payments.conftest import (
     API_KEY,
     CARDS,
     SLOW_CARD_DELAY_SECONDS,
+    Payments,
     Sandbox,
     charge_command,
     payments_service,
@@ -239,3 +243,28 @@ async def test_two_replicas_never_work_on_the_same_payment(
             pid = command.payment_id
             assert len(await sandbox.charges(f"pay-{pid}")) == 1
             assert [a.kind for a in await first.attempts(pid)] == ["charge"]
+
+
+async def test_a_first_charge_claimed_by_a_replica_that_died_is_charged_once_by_another(
+    payments: Payments,
+) -> None:
+    user = str(uuid.uuid4())
+    method_id = await payments.add_method(user)
+    command = charge_command(method_id, user)
+    pid = str(command.payment_id)
+    # A replica's command transaction recorded the payment claimed and processing; the
+    # replica died after the commit, before it sent the charge.
+    claim = service.ChargeClaim(token=uuid.uuid4(), lease=timedelta(seconds=1))
+    async with transaction(payments.sessions) as session:
+        assert await service.request_charge(session, command, "saga", claim=claim) is not None
+    left = await payments.payment(pid)
+    assert left is not None and left.status == "processing" and left.claim_token == claim.token
+
+    # Its claim runs out; a processor asks the provider first, finds nothing, charges once.
+    payment = await payments.wait_status(pid, "succeeded", timeout=30)
+    assert payment.attempts == 2 and payment.claim_token is None
+    assert [(a.kind, a.outcome) for a in await payments.attempts(pid)] == [
+        ("lookup", "not_found"),
+        ("charge", "succeeded"),
+    ]
+    assert len(await payments.sandbox.charges(f"pay-{pid}")) == 1
