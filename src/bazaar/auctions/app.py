@@ -37,6 +37,8 @@ from bazaar.kit.messaging.consumer import MessageConsumer
 from bazaar.kit.runtime import service_runtime
 
 SERVICE = "auctions"
+# How long a fetch of payment outcomes may wait at the broker (see the consumer below).
+SETTLEMENT_FETCH_MAX_WAIT_MS = 100
 
 
 def create_app(
@@ -99,6 +101,9 @@ def create_app(
                 settings=platform,
                 source=service.SOURCE,
                 accepts=lambda envelope: payments.concerns(envelope.data, "auction"),
+                # A settlement waits on no one, so this consumer need not poll the broker
+                # every 10 ms (a fetch a time for the embedded broker, on every replica).
+                fetch_max_wait_ms=SETTLEMENT_FETCH_MAX_WAIT_MS,
             )
             app.state.payments_consumer = consumer
             runtime.start_background("stream-hub", hub.run())
