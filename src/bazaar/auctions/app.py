@@ -103,7 +103,9 @@ def create_app(
                 accepts=lambda envelope: payments.concerns(envelope.data, "auction"),
                 # A settlement waits on no one, so this consumer need not poll the broker
                 # every 10 ms (a fetch a time for the embedded broker, on every replica).
-                fetch_max_wait_ms=SETTLEMENT_FETCH_MAX_WAIT_MS,
+                fetch_max_wait_ms=max(
+                    SETTLEMENT_FETCH_MAX_WAIT_MS, platform.kafka_fetch_max_wait_ms
+                ),
             )
             app.state.payments_consumer = consumer
             runtime.start_background("stream-hub", hub.run())

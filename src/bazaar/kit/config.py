@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -31,6 +31,12 @@ class PlatformSettings(BaseSettings):
     # stack and the tests shorten it. Real Kafka refuses less than its group.min.session.timeout.ms.
     kafka_session_timeout_ms: int = 10_000
     kafka_heartbeat_interval_ms: int = 3_000
+    # How long the broker may hold a consumer's fetch that finds nothing new. tansu answers
+    # a waiting fetch only when this runs out (not when a message arrives), so it is the
+    # wait a message may add at each hop of a saga, and every consumer polls this often
+    # (CPU in the broker and the service, idle or not). Real Kafka answers as soon as data
+    # arrives: there, 500 costs no latency and next to no CPU.
+    kafka_fetch_max_wait_ms: int = Field(default=10, ge=0, le=10_000)
     # Partitions of every topic the platform creates. 4 is what tansu gives a topic it
     # auto-creates (a producer racing ahead after a broker restart), so both agree.
     kafka_topic_partitions: int = 4

@@ -61,11 +61,6 @@ log = get_logger(__name__)
 Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
 
 DEAD_LETTERED_TYPE = "bazaar.platform.message.dead_lettered"
-# How long the broker may hold a fetch that finds nothing new. The embedded broker
-# (tansu) answers a waiting fetch only when this runs out, not when a message arrives,
-# so it bounds the time a message waits on the broker at each hop of a saga; a real
-# Kafka broker answers as soon as data arrives, and this only sets its idle polling.
-FETCH_MAX_WAIT_MS = 10
 # At most this many messages are handled in one transaction (row locks are held until
 # its commit).
 MAX_BATCH_MESSAGES = 100
@@ -167,7 +162,7 @@ class MessageConsumer:
         source: str,
         max_attempts: int = 5,
         first_backoff_seconds: float = 0.1,
-        fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS,
+        fetch_max_wait_ms: int | None = None,
         max_batch_messages: int = MAX_BATCH_MESSAGES,
         concurrent_partitions: bool = False,
         accepts: Callable[[Envelope], bool] | None = None,
@@ -180,7 +175,10 @@ class MessageConsumer:
         self._source = source
         self._max_attempts = max_attempts
         self._first_backoff = first_backoff_seconds
-        self._fetch_max_wait_ms = fetch_max_wait_ms
+        # None: the deployment's (PlatformSettings.kafka_fetch_max_wait_ms, which says why).
+        self._fetch_max_wait_ms = (
+            settings.kafka_fetch_max_wait_ms if fetch_max_wait_ms is None else fetch_max_wait_ms
+        )
         self._max_batch = max(1, max_batch_messages)
         self._concurrent = concurrent_partitions
         self._accepts = accepts
