@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -358,7 +358,9 @@ async def test_a_copy_that_finds_stock_while_another_is_being_refused_is_refused
     first = asyncio.create_task(_reserve_in(sessions, command))
     await asyncio.wait_for(paused.wait(), timeout=10)
     others = asyncio.gather(_restock(sessions, item, 5), _reserve_in(sessions, command))
-    await asyncio.sleep(0.5)
+    await wait_for(
+        lambda: _lock_waiters(sessions, 2), timeout=10, message="both waiting on the item row"
+    )
     resume.set()
     await first
     await others
@@ -503,6 +505,18 @@ async def _restock(sessions: async_sessionmaker[AsyncSession], item: str, units:
         await session.execute(
             update(Item).where(Item.id == uuid.UUID(item)).values(stock=Item.stock + units)
         )
+
+
+async def _lock_waiters(sessions: async_sessionmaker[AsyncSession], wanted: int) -> bool:
+    """Whether ``wanted`` transactions on the catalog's database wait for a lock."""
+    async with sessions() as session:
+        waiting = await session.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+        )
+    return (waiting or 0) >= wanted
 
 
 async def _stock_is(desk: StockDesk, item: str, expected: int) -> bool:
