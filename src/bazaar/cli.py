@@ -431,15 +431,30 @@ def auth_rotate_keys(
 ) -> None:
     """Make a new signing key current; tokens signed with the old one stay valid."""
     _configure_logging()
-    kid = _run(_rotate_keys(database_url, data_dir))
+    kid, encrypted = _run(_rotate_keys(database_url, data_dir))
     err_console.print(f"[green]✓[/] signing key rotated: new kid {kid}")
+    if not encrypted:
+        err_console.print(
+            "[yellow]![/] its private half is stored unencrypted: "
+            "set BAZAAR_AUTH_SIGNING_KEY_PASSPHRASE (as the auth replicas have it)"
+        )
 
 
-async def _rotate_keys(database_url: str | None, data_dir: Path | None) -> str:
+async def _rotate_keys(database_url: str | None, data_dir: Path | None) -> tuple[str, bool]:
+    """The new kid, and whether its private half is stored encrypted."""
+    from bazaar.auth.settings import AuthSettings
+    from bazaar.stack.credentials import signing_key_passphrase
+    from bazaar.stack.datadir import default_data_dir
     from bazaar.stack.provisioning import rotate_signing_key
 
+    # The passphrase the auth replicas open keys with: the data directory's (``bazaar
+    # up``), or BAZAAR_AUTH_SIGNING_KEY_PASSPHRASE beside a database URL (production).
+    if database_url and data_dir is None:
+        passphrase = AuthSettings().key_passphrase()
+    else:
+        passphrase = signing_key_passphrase(data_dir or default_data_dir()).encode()
     async with _auth_database(database_url, data_dir) as url:
-        return await rotate_signing_key(url)
+        return await rotate_signing_key(url, passphrase=passphrase), passphrase is not None
 
 
 # --- bazaar support ----------------------------------------------------------------------

@@ -6,7 +6,7 @@ in the caller's session (the stack registers several clients in one transaction)
 
     async with auth_database(AuthSettings()) as sessions:
         await create_user(sessions, "ada@example.com", "s3cret-pass", "Ada", ["admin"])
-        kid = await rotate_signing_key(sessions)
+        kid = await rotate_signing_key(sessions, passphrase=None)
 """
 
 from __future__ import annotations
@@ -65,8 +65,12 @@ async def create_user(
         )
 
 
-async def rotate_signing_key(sessions: async_sessionmaker[AsyncSession]) -> str:
+async def rotate_signing_key(
+    sessions: async_sessionmaker[AsyncSession], *, passphrase: bytes | None
+) -> str:
     """Retire the active signing key and make a new one active; returns the new ``kid``.
+    Its private half is encrypted with ``passphrase`` (the auth replicas' own,
+    ``BAZAAR_AUTH_SIGNING_KEY_PASSPHRASE``, or they cannot sign with it).
 
     Running auth replicas notice within ``BAZAAR_AUTH_KEY_RELOAD_INTERVAL_SECONDS`` and
     sign with the new key once it has been published for
@@ -74,7 +78,7 @@ async def rotate_signing_key(sessions: async_sessionmaker[AsyncSession]) -> str:
     valid until they expire.
     """
     async with transaction(sessions) as session:
-        return await service.rotate_signing_key(session)
+        return await service.rotate_signing_key(session, passphrase)
 
 
 async def ensure_service_client(

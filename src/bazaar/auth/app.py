@@ -52,6 +52,7 @@ def create_app(
                 access_ttl_seconds=settings.access_token_ttl_seconds,
                 publish_delay_seconds=settings.key_publish_delay_seconds,
                 reload_interval_seconds=settings.key_reload_interval_seconds,
+                passphrase=settings.key_passphrase(),
             )
             revocations = RevocationList()
             # Auth verifies tokens with the keys it holds, not by fetching its own JWKS.
@@ -83,8 +84,13 @@ def create_app(
                 verifier=verifier,
             )
 
+            if settings.key_passphrase() is None:
+                log.warning(
+                    "signing_keys_stored_unencrypted",
+                    hint="set BAZAAR_AUTH_SIGNING_KEY_PASSPHRASE (bazaar up sets one)",
+                )
             async with transaction(runtime.sessions) as session:
-                await service.ensure_signing_key(session)
+                await service.ensure_signing_key(session, settings.key_passphrase())
             await keyring.reload()
 
             async def signing_key_loaded() -> None:

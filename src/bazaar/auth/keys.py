@@ -39,6 +39,7 @@ from bazaar.kit.tokens import ALGORITHM, JwksCache
 log = get_logger(__name__)
 
 RSA_KEY_BITS = 2048
+ENCRYPTED_PEM_HEADER = "-----BEGIN ENCRYPTED PRIVATE KEY-----"
 # Slack on top of the token lifetime before a retired key leaves the JWKS: clock skew
 # between replicas and the verifiers' leeway.
 RETENTION_MARGIN_SECONDS = 60
@@ -60,13 +61,18 @@ class PublishedKey:
     retired_at: datetime | None
 
 
-def generate_signing_key() -> NewSigningKey:
-    """A new RSA-2048 key pair; its ``kid`` is its RFC 7638 thumbprint. Takes ~0.1 s of CPU."""
+def generate_signing_key(passphrase: bytes | None = None) -> NewSigningKey:
+    """A new RSA-2048 key pair; its ``kid`` is its RFC 7638 thumbprint. Takes ~0.1 s of CPU.
+
+    With ``passphrase`` the private key is stored encrypted (PKCS#8)."""
     private_key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_KEY_BITS)
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase)
+        if passphrase
+        else serialization.NoEncryption()
+    )
     pem = private_key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
     ).decode()
     jwk: dict[str, Any] = RSAAlgorithm.to_jwk(private_key.public_key(), as_dict=True)
     kid = jwk_thumbprint(jwk)
@@ -141,6 +147,10 @@ class LocalJwksCache(JwksCache):
                 await self._reload()
             except (SQLAlchemyError, OSError) as exc:
                 log.warning("signing_keys_reload_failed", error=repr(exc))
+            except SigningKeyLocked as exc:
+                # A key made elsewhere with another passphrase: keep signing with the keys
+                # loaded, and say so loudly (tokens it signs will not be issued here).
+                log.error("signing_keys_reload_failed", error=str(exc))
 
 
 class KeyRing:
@@ -153,8 +163,10 @@ class KeyRing:
         access_ttl_seconds: int,
         publish_delay_seconds: float,
         reload_interval_seconds: float,
+        passphrase: bytes | None = None,
     ) -> None:
         self._sessions = sessions
+        self._passphrase = passphrase
         self._publish_delay = timedelta(seconds=publish_delay_seconds)
         self._reload_interval = reload_interval_seconds
         self.retention = jwks_retention(
@@ -188,7 +200,7 @@ class KeyRing:
             ]
         private: dict[str, rsa.RSAPrivateKey] = {}
         for key, _, pem in loaded:
-            private[key.kid] = self._private.get(key.kid) or _load_private_key(pem)
+            private[key.kid] = self._private.get(key.kid) or load_private_key(pem, self._passphrase)
         self._private = private
         self._keys = tuple(key for key, _, _ in loaded)
         self._jwks = {"keys": [dict(jwk) for _, jwk, _ in loaded]}
@@ -209,10 +221,33 @@ class KeyRing:
                 await self.reload()
             except (SQLAlchemyError, OSError) as exc:
                 log.warning("signing_keys_reload_failed", error=repr(exc))
+            except SigningKeyLocked as exc:
+                # A key made elsewhere with another passphrase: keep signing with the keys
+                # loaded, and say so loudly (tokens it signs will not be issued here).
+                log.error("signing_keys_reload_failed", error=str(exc))
 
 
-def _load_private_key(pem: str) -> rsa.RSAPrivateKey:
-    key = serialization.load_pem_private_key(pem.encode(), password=None)
+class SigningKeyLocked(RuntimeError):
+    """A stored private key cannot be opened: encrypted, and no (or another) passphrase."""
+
+
+def load_private_key(pem: str, passphrase: bytes | None) -> rsa.RSAPrivateKey:
+    """A stored private key; encrypted ones are opened with ``passphrase`` (taking ~35 ms
+    of CPU, once per key and process), unencrypted ones (made without a passphrase) as
+    they are."""
+    encrypted = ENCRYPTED_PEM_HEADER in pem
+    if encrypted and not passphrase:
+        raise SigningKeyLocked(
+            "a signing key in the database is encrypted: set BAZAAR_AUTH_SIGNING_KEY_PASSPHRASE"
+        )
+    try:
+        key = serialization.load_pem_private_key(
+            pem.encode(), password=passphrase if encrypted else None
+        )
+    except ValueError as exc:
+        raise SigningKeyLocked(
+            "a signing key in the database does not open with BAZAAR_AUTH_SIGNING_KEY_PASSPHRASE"
+        ) from exc
     if not isinstance(key, rsa.RSAPrivateKey):
         raise TypeError("a signing key in the database is not an RSA key")
     return key

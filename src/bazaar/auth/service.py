@@ -720,14 +720,15 @@ async def follow_revocations(
 # --- signing keys --------------------------------------------------------------------
 
 
-async def ensure_signing_key(session: AsyncSession) -> str | None:
-    """Create the first signing key when there is none; its kid, or None if one existed.
+async def ensure_signing_key(session: AsyncSession, passphrase: bytes | None) -> str | None:
+    """Create the first signing key when there is none (its private half encrypted with
+    ``passphrase`` if given); its kid, or None if one existed.
 
     Replicas starting together serialise on an advisory lock, so only one creates it.
     """
     if await repository.active_signing_key(session) is not None:
         return None
-    key = await asyncio.to_thread(generate_signing_key)
+    key = await asyncio.to_thread(generate_signing_key, passphrase)
     await advisory_lock(session, SIGNING_KEYS_LOCK)
     if await repository.active_signing_key(session) is not None:
         return None
@@ -742,14 +743,15 @@ async def ensure_signing_key(session: AsyncSession) -> str | None:
     return key.kid
 
 
-async def rotate_signing_key(session: AsyncSession) -> str:
-    """Retire the active signing key and make a new one active; the new kid.
+async def rotate_signing_key(session: AsyncSession, passphrase: bytes | None) -> str:
+    """Retire the active signing key and make a new one active (encrypted with
+    ``passphrase`` if given); the new kid.
 
     Running replicas pick the new key up at their next reload and sign with it once it
     has been published for ``key_publish_delay_seconds``; the retired key stays in the
     JWKS until the tokens it signed have expired.
     """
-    key = await asyncio.to_thread(generate_signing_key)
+    key = await asyncio.to_thread(generate_signing_key, passphrase)
     await advisory_lock(session, SIGNING_KEYS_LOCK)
     now = utcnow()
     await repository.retire_active_signing_key(session, now)

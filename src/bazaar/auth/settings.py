@@ -31,6 +31,11 @@ class AuthSettings(ServiceSettings):
     # A new key is published in the JWKS this long before any replica signs with it, so
     # that every replica (and so every JWKS a gateway fetches) knows it first.
     key_publish_delay_seconds: float = Field(default=5.0, ge=0)
+    # Encrypts the private half of every key this service makes (PKCS#8, AES-256-CBC with
+    # a PBKDF2-derived key), so a copy of the database alone signs nothing. ``bazaar up``
+    # keeps one in the data directory's secrets file; production passes it from its
+    # secret store. Keys stored without one (made before it was set) stay readable.
+    signing_key_passphrase: SecretStr | None = None
 
     # --- passwords (argon2id; the defaults are argon2-cffi's, RFC 9106's low-memory profile)
     argon2_time_cost: int = Field(default=3, ge=1)
@@ -57,3 +62,9 @@ class AuthSettings(ServiceSettings):
     bootstrap_admin_password: SecretStr | None = Field(
         default=None, validation_alias="BAZAAR_BOOTSTRAP_ADMIN_PASSWORD"
     )
+
+    def key_passphrase(self) -> bytes | None:
+        """:attr:`signing_key_passphrase` as the key functions take it."""
+        if self.signing_key_passphrase is None:
+            return None
+        return self.signing_key_passphrase.get_secret_value().encode() or None

@@ -1,9 +1,11 @@
-"""Client secrets of the embedded stack, generated once and kept in ``<data-dir>/secrets.json``.
+"""Secrets of the embedded stack, generated once and kept in ``<data-dir>/secrets.json``.
 
 Each service that calls others through the gateway authenticates with client
 credentials. ``bazaar up`` makes a secret per client the first time it runs on a data
 directory and reuses it afterwards, so that a restart does not invalidate what auth
-stored. The file is readable by its owner only.
+stored. The same file keeps the passphrase auth encrypts its signing keys with, so that
+the database directory alone (a copied volume, a backup) signs nothing. The file is
+readable by its owner only.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import secrets
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 SECRETS_FILE = "secrets.json"
 
@@ -20,19 +23,38 @@ SECRETS_FILE = "secrets.json"
 def load_client_secrets(data_dir: Path, client_ids: Iterable[str]) -> dict[str, str]:
     """The secret of every client in ``client_ids``, creating (and saving) the missing ones."""
     wanted = list(client_ids)
-    path = data_dir / SECRETS_FILE
-    stored: dict[str, str] = {}
-    if path.exists():
-        document = json.loads(path.read_text())
-        stored = dict(document.get("clients", {}))
+    document = _read(data_dir)
+    stored: dict[str, str] = dict(document.get("clients", {}))
     missing = [client for client in wanted if client not in stored]
     for client in missing:
         stored[client] = secrets.token_urlsafe(32)
-    if missing or not path.exists():
-        _write_private(path, json.dumps({"clients": stored}, indent=2, sort_keys=True) + "\n")
-    elif path.stat().st_mode & 0o077:
-        path.chmod(0o600)
+    if missing:
+        _save(data_dir, {**document, "clients": stored})
     return {client: stored[client] for client in wanted}
+
+
+def signing_key_passphrase(data_dir: Path) -> str:
+    """Auth's signing-key passphrase for this data directory, made (and saved) if missing."""
+    document = _read(data_dir)
+    passphrase = document.get("signing_key_passphrase")
+    if not isinstance(passphrase, str) or not passphrase:
+        passphrase = secrets.token_urlsafe(32)
+        _save(data_dir, {**document, "signing_key_passphrase": passphrase})
+    return passphrase
+
+
+def _read(data_dir: Path) -> dict[str, Any]:
+    path = data_dir / SECRETS_FILE
+    if not path.exists():
+        return {}
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o600)
+    document: dict[str, Any] = json.loads(path.read_text())
+    return document
+
+
+def _save(data_dir: Path, document: dict[str, Any]) -> None:
+    _write_private(data_dir / SECRETS_FILE, json.dumps(document, indent=2, sort_keys=True) + "\n")
 
 
 def _write_private(path: Path, text: str) -> None:

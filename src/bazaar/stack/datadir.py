@@ -4,7 +4,7 @@
 <data-dir>/
   pg/            the embedded PostgreSQL's data (kept across restarts)
   psp_sandbox/   the payment sandbox's ledger
-  secrets.json   service client secrets (mode 0600)
+  secrets.json   service client secrets and auth's signing-key passphrase (mode 0600)
   stack.json     while ``bazaar up`` runs: its processes, ports and URLs
   .lock          held by the running ``bazaar up``
 ```

@@ -99,9 +99,9 @@ async def create_user(
         return await admin.create_user(sessions, email, password, display_name, list(roles))
 
 
-async def rotate_signing_key(auth_database_url: str | URL) -> str:
-    """Make a new signing key current; returns its ``kid``."""
+async def rotate_signing_key(auth_database_url: str | URL, *, passphrase: bytes | None) -> str:
+    """Make a new signing key current (encrypted with ``passphrase``); returns its ``kid``."""
     from bazaar.auth import admin
 
     async with auth_sessions(auth_database_url) as sessions:
-        return await admin.rotate_signing_key(sessions)
+        return await admin.rotate_signing_key(sessions, passphrase=passphrase)

@@ -43,7 +43,7 @@ from bazaar.kit.db import async_url, drop_database
 from bazaar.kit.messaging.kafka import ensure_topics
 from bazaar.stack.broker import EmbeddedBroker
 from bazaar.stack.console import ConsoleOutput
-from bazaar.stack.credentials import load_client_secrets
+from bazaar.stack.credentials import load_client_secrets, signing_key_passphrase
 from bazaar.stack.datadir import (
     EMBEDDED_DATABASE_PREFIX,
     LOCK_FILE,
@@ -422,6 +422,8 @@ class Stack:
         if spec.client:
             env[f"{prefix}CLIENT_ID"] = spec.name
             env[f"{prefix}CLIENT_SECRET"] = self.client_secrets[spec.name]
+        if spec.name == "auth":
+            env[f"{prefix}SIGNING_KEY_PASSPHRASE"] = signing_key_passphrase(self.data_dir)
         values = {
             "gateway_url": self.gateway_url,
             "psp_url": self.psp_url,

@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 import signal
 
+import asyncpg
 import httpx
 import pytest
 
+from bazaar.auth.keys import ENCRYPTED_PEM_HEADER
+from bazaar.kit.db import asyncpg_dsn
 from bazaar.kit.testing import wait_for
 from bazaar.stack.supervisor import Stack
 from tests.e2e.conftest import E2EUser
@@ -42,6 +45,23 @@ async def test_client_secrets_are_private_and_kept(stack: Stack) -> None:
     assert stored == stack.client_secrets
     assert "catalog" in stored
     assert "auth" not in stored
+
+
+async def test_the_auth_database_holds_its_signing_keys_encrypted(stack: Stack) -> None:
+    """A copy of the database directory alone signs nothing: the passphrase lives in the
+    secrets file, beside it."""
+    document = json.loads((stack.data_dir / "secrets.json").read_text())
+    assert len(document["signing_key_passphrase"]) >= 32
+    connection = await asyncpg.connect(asyncpg_dsn(stack.database_urls["auth"]))
+    try:
+        pems = [
+            row["private_key_pem"]
+            for row in await connection.fetch("SELECT private_key_pem FROM signing_keys")
+        ]
+    finally:
+        await connection.close()
+    assert pems
+    assert all(pem.startswith(ENCRYPTED_PEM_HEADER) for pem in pems)
 
 
 async def test_a_crashed_replica_is_restarted(stack: Stack) -> None:

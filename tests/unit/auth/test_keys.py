@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
 
 from bazaar.auth.keys import (
+    ENCRYPTED_PEM_HEADER,
     PublishedKey,
+    SigningKeyLocked,
     choose_signing_kid,
     generate_signing_key,
     jwk_thumbprint,
     jwks_retention,
+    load_private_key,
 )
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -91,3 +96,21 @@ def test_a_retired_key_outlives_every_token_it_may_have_signed() -> None:
     # It may sign for up to the publish delay after retirement, then its tokens live 900 s.
     assert retention >= timedelta(seconds=900 + 5)
     assert retention <= timedelta(seconds=900 + 5 + 120)
+
+
+def test_a_key_made_with_a_passphrase_opens_only_with_it() -> None:
+    new = generate_signing_key(b"s3cret passphrase")
+
+    assert new.private_key_pem.startswith(ENCRYPTED_PEM_HEADER)
+    opened = load_private_key(new.private_key_pem, b"s3cret passphrase")
+    assert jwk_thumbprint(RSAAlgorithm.to_jwk(opened.public_key(), as_dict=True)) == new.kid
+    with pytest.raises(SigningKeyLocked, match="set BAZAAR_AUTH_SIGNING_KEY_PASSPHRASE"):
+        load_private_key(new.private_key_pem, None)
+    with pytest.raises(SigningKeyLocked, match="does not open"):
+        load_private_key(new.private_key_pem, b"another one")
+
+
+def test_a_key_stored_before_there_was_a_passphrase_still_opens() -> None:
+    old = generate_signing_key()
+
+    assert isinstance(load_private_key(old.private_key_pem, b"added later"), rsa.RSAPrivateKey)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bazaar.stack.credentials import load_client_secrets
+from bazaar.stack.credentials import load_client_secrets, signing_key_passphrase
 
 
 def test_secrets_are_generated_once_and_private(tmp_path: Path) -> None:
@@ -37,3 +37,16 @@ def test_a_file_made_readable_by_others_is_made_private_again(tmp_path: Path) ->
     load_client_secrets(tmp_path, ["catalog"])
 
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_the_signing_key_passphrase_is_made_once_and_kept_beside_the_clients(
+    tmp_path: Path,
+) -> None:
+    clients = load_client_secrets(tmp_path, ["catalog"])
+    passphrase = signing_key_passphrase(tmp_path)
+
+    assert len(passphrase) >= 32
+    assert signing_key_passphrase(tmp_path) == passphrase
+    assert load_client_secrets(tmp_path, ["catalog", "orders"])["catalog"] == clients["catalog"]
+    assert signing_key_passphrase(tmp_path) == passphrase
+    assert (tmp_path / "secrets.json").stat().st_mode & 0o777 == 0o600
