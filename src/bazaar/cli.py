@@ -447,13 +447,13 @@ async def _rotate_keys(database_url: str | None, data_dir: Path | None) -> tuple
     from bazaar.stack.datadir import default_data_dir
     from bazaar.stack.provisioning import rotate_signing_key
 
-    # The passphrase the auth replicas open keys with: the data directory's (``bazaar
-    # up``), or BAZAAR_AUTH_SIGNING_KEY_PASSPHRASE beside a database URL (production).
-    if database_url and data_dir is None:
-        passphrase = AuthSettings().key_passphrase()
-    else:
-        passphrase = signing_key_passphrase(data_dir or default_data_dir()).encode()
     async with _auth_database(database_url, data_dir) as url:
+        # The passphrase the auth replicas open keys with: the data directory's (``bazaar
+        # up``), or BAZAAR_AUTH_SIGNING_KEY_PASSPHRASE beside a database URL (production).
+        if database_url and data_dir is None:
+            passphrase = AuthSettings().key_passphrase()
+        else:
+            passphrase = signing_key_passphrase(data_dir or default_data_dir()).encode()
         return await rotate_signing_key(url, passphrase=passphrase), passphrase is not None
 
 

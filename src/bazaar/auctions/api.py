@@ -12,8 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bazaar.auctions import metrics, repository, service
 from bazaar.auctions.bidding import BidDesk
-from bazaar.auctions.errors import AuctionNotFound
-from bazaar.auctions.payment_methods import PaymentMethodCheck
+from bazaar.auctions.errors import AuctionNotFound, InvalidPaymentMethod
 from bazaar.auctions.saga import SettlementPolicy
 from bazaar.auctions.schemas import (
     AuctionCreate,
@@ -32,6 +31,7 @@ from bazaar.kit.errors import DomainError
 from bazaar.kit.http import DbSession, OptionalPrincipal, require_roles
 from bazaar.kit.idempotency import IdempotencyKey
 from bazaar.kit.pagination import Page
+from bazaar.kit.payment_methods import PaymentMethodCheck
 from bazaar.kit.tokens import Principal
 
 router = APIRouter(prefix="/api/auctions", tags=["auctions"])
@@ -120,7 +120,7 @@ async def place_bid(
     """Bid; ``max_amount`` makes the platform bid for you up to it (proxy bidding).
     ``leading`` says whether you lead once the automatic bids (if any) are in."""
     try:
-        await context.payment_methods.check(uuid.UUID(bidder.subject), data.payment_method_id)
+        await _require_own_method(context, bidder, data.payment_method_id)
         request = service.bid_request(bidder, auction_id, data, idempotency_key)
         answer = await context.bids.place(auction_id, request)
     except DomainError as refusal:
@@ -189,7 +189,7 @@ async def buy_now(
 ) -> AuctionRead:
     """Close the auction at its buy-now price with you as the winner (charged next), while
     no bid has reached that price."""
-    await context.payment_methods.check(uuid.UUID(buyer.subject), data.payment_method_id)
+    await _require_own_method(context, buyer, data.payment_method_id)
     return await service.buy_now(session, buyer, auction_id, data, policy=context.policy)
 
 
@@ -228,3 +228,10 @@ async def retry_settlement(
     return await service.retry_settlement(
         session, caller, auction_id, data or RetrySettlement(), policy=context.policy
     )
+
+
+async def _require_own_method(
+    context: AuctionsContext, buyer: Principal, method_id: uuid.UUID
+) -> None:
+    if not await context.payment_methods.owns(uuid.UUID(buyer.subject), method_id):
+        raise InvalidPaymentMethod()

@@ -19,11 +19,6 @@ from fastapi import FastAPI
 from bazaar.auctions import api, repository, service
 from bazaar.auctions.bidding import BidDesk
 from bazaar.auctions.handlers import payment_handlers
-from bazaar.auctions.payment_methods import (
-    GatewayPaymentMethods,
-    PaymentMethodCheck,
-    PaymentMethodDirectory,
-)
 from bazaar.auctions.saga import SettlementPolicy
 from bazaar.auctions.scheduler import Scheduler
 from bazaar.auctions.settings import AuctionsSettings
@@ -34,6 +29,11 @@ from bazaar.kit.db import asyncpg_dsn
 from bazaar.kit.gateway_client import GatewayClient
 from bazaar.kit.http import create_service_app
 from bazaar.kit.messaging.consumer import MessageConsumer
+from bazaar.kit.payment_methods import (
+    GatewayPaymentMethods,
+    PaymentMethodCheck,
+    PaymentMethodDirectory,
+)
 from bazaar.kit.runtime import service_runtime
 
 SERVICE = "auctions"

@@ -47,12 +47,13 @@ def create_app(
         async with service_runtime(
             app, service=SERVICE, settings=settings, platform=platform
         ) as runtime:
+            passphrase = settings.key_passphrase()
             keyring = KeyRing(
                 runtime.sessions,
                 access_ttl_seconds=settings.access_token_ttl_seconds,
                 publish_delay_seconds=settings.key_publish_delay_seconds,
                 reload_interval_seconds=settings.key_reload_interval_seconds,
-                passphrase=settings.key_passphrase(),
+                passphrase=passphrase,
             )
             revocations = RevocationList()
             # Auth verifies tokens with the keys it holds, not by fetching its own JWKS.
@@ -84,13 +85,13 @@ def create_app(
                 verifier=verifier,
             )
 
-            if settings.key_passphrase() is None:
+            if passphrase is None:
                 log.warning(
                     "signing_keys_stored_unencrypted",
                     hint="set BAZAAR_AUTH_SIGNING_KEY_PASSPHRASE (bazaar up sets one)",
                 )
             async with transaction(runtime.sessions) as session:
-                await service.ensure_signing_key(session, settings.key_passphrase())
+                await service.ensure_signing_key(session, passphrase)
             await keyring.reload()
 
             async def signing_key_loaded() -> None:

@@ -56,7 +56,9 @@ def create_app(
                 timeout_seconds=settings.gateway_timeout_seconds,
             )
             app.state.saga_policy = policy
-            app.state.lookups = Lookups(gateway)
+            app.state.lookups = Lookups(
+                gateway, method_cache_seconds=settings.payment_method_cache_seconds
+            )
             runtime.start_outbox_relay()
             consumer = MessageConsumer(
                 name=SERVICE,

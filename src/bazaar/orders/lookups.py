@@ -8,14 +8,13 @@ paid with the caller's own method.
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from bazaar.kit.errors import ServiceUnavailable
 from bazaar.kit.gateway_client import GatewayClient
+from bazaar.kit.payment_methods import GatewayPaymentMethods, PaymentMethodCheck
 from bazaar.orders.errors import CatalogUnavailable, PaymentsUnavailable
 
 
@@ -29,21 +28,12 @@ class CatalogItem:
     active: bool
 
 
-# A method's owner never changes, so an answer about it may be reused; only for a while,
-# because a method can be deleted (payments checks the method again when it charges, and
-# an order placed with a method deleted meanwhile ends cancelled, ``payment_failed``).
-OWNER_TTL_SECONDS = 60.0
-OWNERS_KEPT = 10_000
-
-
 class Lookups:
-    def __init__(
-        self, gateway: GatewayClient, *, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, gateway: GatewayClient, *, method_cache_seconds: float) -> None:
         self._gateway = gateway
-        self._clock = clock
-        # method id -> (owner, when asked); insertion order is age order.
-        self._owners: dict[uuid.UUID, tuple[uuid.UUID, float]] = {}
+        self._payment_methods = PaymentMethodCheck(
+            GatewayPaymentMethods(gateway), ttl_seconds=method_cache_seconds
+        )
 
     async def catalog_items(self, item_ids: list[uuid.UUID]) -> dict[uuid.UUID, CatalogItem]:
         """The items the catalog knows among ``item_ids`` (withdrawn ones included), by id;
@@ -64,37 +54,13 @@ class Lookups:
             raise CatalogUnavailable("The catalog's answer was not understood") from exc
         return {item.id: item for item in items}
 
-    async def payment_method_owner(self, method_id: uuid.UUID) -> uuid.UUID | None:
-        """Whose payment method ``method_id`` is; ``None`` if payments knows none such
-        (unknown or deleted). A buyer pays order after order with the same card, so an
-        owner learnt in the last :data:`OWNER_TTL_SECONDS` is not asked again."""
-        now = self._clock()
-        known = self._owners.get(method_id)
-        if known is not None and now - known[1] < OWNER_TTL_SECONDS:
-            return known[0]
-        owner = await self._ask_payment_method_owner(method_id)
-        self._owners.pop(method_id, None)
-        if owner is not None:
-            if len(self._owners) >= OWNERS_KEPT:
-                del self._owners[next(iter(self._owners))]
-            self._owners[method_id] = (owner, now)
-        return owner
-
-    async def _ask_payment_method_owner(self, method_id: uuid.UUID) -> uuid.UUID | None:
+    async def owns_payment_method(self, user_id: uuid.UUID, method_id: uuid.UUID) -> bool:
+        """Whether ``method_id`` is ``user_id``'s (asked of payments, remembered a while:
+        :mod:`bazaar.kit.payment_methods`)."""
         try:
-            status, body = await self._gateway.request_json(
-                "GET", f"/api/payments/methods/{method_id}"
-            )
+            return await self._payment_methods.owns(user_id, method_id)
         except ServiceUnavailable as exc:
-            raise PaymentsUnavailable() from exc
-        if status == 404:
-            return None
-        if status != 200 or not isinstance(body, dict):
-            raise PaymentsUnavailable(f"Payments answered {status} to a method look-up")
-        try:
-            return uuid.UUID(str(body["user_id"]))
-        except (KeyError, ValueError) as exc:
-            raise PaymentsUnavailable("Payments' answer was not understood") from exc
+            raise PaymentsUnavailable(exc.detail) from exc
 
 
 def _catalog_item(raw: dict[str, Any]) -> CatalogItem:

@@ -81,17 +81,17 @@ async def create_order(
 ) -> OrderRead:
     """Price the cart from the catalog, check the payment method is the caller's, store
     the order pending and start its saga (reserve the stock)."""
-    found, owner = await asyncio.gather(
+    found, owned = await asyncio.gather(
         lookups.catalog_items([line.item_id for line in data.items]),
-        lookups.payment_method_owner(data.payment_method_id),
+        lookups.owns_payment_method(uuid.UUID(customer.subject), data.payment_method_id),
         return_exceptions=True,
     )
     if isinstance(found, BaseException):
         raise found
     items = _orderable(data, found)
-    if isinstance(owner, BaseException):
-        raise owner
-    if owner is None or str(owner) != customer.subject:
+    if isinstance(owned, BaseException):
+        raise owned
+    if not owned:
         raise PaymentMethodInvalid(
             errors=[{"field": "payment_method_id", "message": "not a payment method of yours"}]
         )

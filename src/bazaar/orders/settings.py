@@ -26,6 +26,9 @@ class OrdersSettings(ServiceSettings):
     )
     # Calls through the gateway (pricing a cart, checking a payment method).
     gateway_timeout_seconds: float = Field(default=5.0, gt=0)
+    # How long a confirmed (buyer, payment method) pair is not asked again: a buyer pays
+    # order after order with one card. Payments checks the method again when it charges.
+    payment_method_cache_seconds: float = Field(default=60.0, ge=0)
 
     # The saga's timer: how often it looks for steps past their deadline, and how many
     # sagas one look drives.

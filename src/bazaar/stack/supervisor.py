@@ -133,6 +133,7 @@ class Stack:
         self.admin_url: URL | None = None
         self.database_urls: dict[str, URL] = {}
         self.client_secrets: dict[str, str] = {}
+        self.signing_key_passphrase = ""
         self.processes: dict[str, list[ManagedProcess]] = {}
         self.gateway_port = 0
         self.psp_port = 0
@@ -389,6 +390,7 @@ class Stack:
     async def _register_clients(self) -> None:
         clients = [spec.name for spec in self.services if spec.client]
         self.client_secrets = load_client_secrets(self.data_dir, clients)
+        self.signing_key_passphrase = signing_key_passphrase(self.data_dir)
         if "auth" in self.database_urls:
             await register_service_clients(self.database_urls["auth"], self.client_secrets)
 
@@ -423,7 +425,7 @@ class Stack:
             env[f"{prefix}CLIENT_ID"] = spec.name
             env[f"{prefix}CLIENT_SECRET"] = self.client_secrets[spec.name]
         if spec.name == "auth":
-            env[f"{prefix}SIGNING_KEY_PASSPHRASE"] = signing_key_passphrase(self.data_dir)
+            env[f"{prefix}SIGNING_KEY_PASSPHRASE"] = self.signing_key_passphrase
         values = {
             "gateway_url": self.gateway_url,
             "psp_url": self.psp_url,

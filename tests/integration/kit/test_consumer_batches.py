@@ -5,7 +5,9 @@ dead-lettering for one that keeps failing."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -53,16 +55,23 @@ async def break_down(session: AsyncSession, envelope: Envelope) -> None:
     raise RuntimeError("this handler never succeeds")
 
 
-def consumer_for(db: ServiceDatabase, platform: PlatformSettings) -> MessageConsumer:
+def consumer_for(
+    db: ServiceDatabase, platform: PlatformSettings, **options: Any
+) -> MessageConsumer:
+    """The consumer under test; ``options`` override its handlers and settings."""
+    settings: dict[str, Any] = {
+        "handlers": {PING: write_journal, BROKEN: break_down},
+        "max_attempts": 2,
+        "first_backoff_seconds": 0.01,
+        **options,
+    }
     return MessageConsumer(
         name="kit-batch-test",
         topics=[TOPIC],
-        handlers={PING: write_journal, BROKEN: break_down},
         sessions=db.sessions,
         settings=platform,
         source="bazaar/kit-batch-test",
-        max_attempts=2,
-        first_backoff_seconds=0.01,
+        **settings,
     )
 
 
@@ -89,17 +98,19 @@ async def journal_rows(db: ServiceDatabase) -> list[tuple[str, int, int]]:
         return [(row.message_id, row.n, row.txid) for row in rows]
 
 
-async def start(
+@asynccontextmanager
+async def consuming(
     db: ServiceDatabase, platform: PlatformSettings, consumer: MessageConsumer
-) -> list[asyncio.Task[None]]:
+) -> AsyncIterator[None]:
+    """``consumer`` and the outbox relay (for dead letters) running for the block."""
     relay = OutboxRelay(service="kit-batch-test", database_url=db.url, settings=platform)
-    return [asyncio.create_task(consumer.run()), asyncio.create_task(relay.run())]
-
-
-async def stop(tasks: list[asyncio.Task[None]]) -> None:
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    tasks = [asyncio.create_task(consumer.run()), asyncio.create_task(relay.run())]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def test_messages_fetched_together_are_handled_in_one_transaction_in_order(
@@ -107,16 +118,13 @@ async def test_messages_fetched_together_are_handled_in_one_transaction_in_order
 ) -> None:
     sent = [envelope(n) for n in range(20)]
     await put_on_topic(platform_settings, [e.to_bytes() for e in sent])
-    tasks = await start(journal, platform_settings, consumer_for(journal, platform_settings))
-    try:
+    async with consuming(journal, platform_settings, consumer_for(journal, platform_settings)):
         await wait_for(lambda: _has_rows(journal, 20), timeout=30, message="every message handled")
         rows = await journal_rows(journal)
         assert [n for _, n, _ in rows] == list(range(20))
         assert [message_id for message_id, _, _ in rows] == [e.id for e in sent]
         # Fetched at once, so handled in fewer transactions than messages.
         assert len({txid for _, _, txid in rows}) < 20
-    finally:
-        await stop(tasks)
 
 
 async def test_repeats_within_a_batch_and_of_handled_messages_have_one_effect(
@@ -125,8 +133,7 @@ async def test_repeats_within_a_batch_and_of_handled_messages_have_one_effect(
     first, second = envelope(1), envelope(2)
     consumer = consumer_for(journal, platform_settings)
     await put_on_topic(platform_settings, [first.to_bytes()] * 3)
-    tasks = await start(journal, platform_settings, consumer)
-    try:
+    async with consuming(journal, platform_settings, consumer):
         await wait_for(lambda: _has_rows(journal, 1), timeout=30, message="the first message")
         # Redelivered later, next to a new message, in one batch.
         await put_on_topic(
@@ -135,8 +142,6 @@ async def test_repeats_within_a_batch_and_of_handled_messages_have_one_effect(
         await wait_for(lambda: _has_rows(journal, 2), timeout=30, message="the second message")
         await _caught_up(platform_settings, consumer, 6)
         assert [n for _, n, _ in await journal_rows(journal)] == [1, 2]
-    finally:
-        await stop(tasks)
 
 
 async def test_a_failing_message_inside_a_batch_is_dead_lettered_and_the_rest_handled_once(
@@ -147,8 +152,7 @@ async def test_a_failing_message_inside_a_batch_is_dead_lettered_and_the_rest_ha
     after = [envelope(n) for n in range(6, 11)]
     await put_on_topic(platform_settings, [e.to_bytes() for e in (*before, broken, *after)])
     consumer = consumer_for(journal, platform_settings)
-    tasks = await start(journal, platform_settings, consumer)
-    try:
+    async with consuming(journal, platform_settings, consumer):
         dead = await read_topic(
             platform_settings, DEAD_LETTER_TOPIC, until=lambda seen: len(seen) >= 1, timeout=30
         )
@@ -161,8 +165,6 @@ async def test_a_failing_message_inside_a_batch_is_dead_lettered_and_the_rest_ha
         # The batch before the failing message was rolled back and handled again, the
         # failing one's writes never committed, and the partition's order held.
         assert [n for _, n, _ in rows] == [*range(5), *range(6, 11)]
-    finally:
-        await stop(tasks)
 
 
 async def test_an_unparsable_record_inside_a_batch_is_dead_lettered_not_fatal(
@@ -170,16 +172,13 @@ async def test_an_unparsable_record_inside_a_batch_is_dead_lettered_not_fatal(
 ) -> None:
     sent = [envelope(1), envelope(2)]
     await put_on_topic(platform_settings, [sent[0].to_bytes(), b"{not json", sent[1].to_bytes()])
-    tasks = await start(journal, platform_settings, consumer_for(journal, platform_settings))
-    try:
+    async with consuming(journal, platform_settings, consumer_for(journal, platform_settings)):
         dead = await read_topic(
             platform_settings, DEAD_LETTER_TOPIC, until=lambda seen: len(seen) >= 1, timeout=30
         )
         assert dead[0].data["original_raw"] is not None
         await wait_for(lambda: _has_rows(journal, 2), timeout=30, message="both handled")
         assert [n for _, n, _ in await journal_rows(journal)] == [1, 2]
-    finally:
-        await stop(tasks)
 
 
 async def test_offsets_of_handled_messages_are_committed(
@@ -187,12 +186,9 @@ async def test_offsets_of_handled_messages_are_committed(
 ) -> None:
     await put_on_topic(platform_settings, [envelope(n).to_bytes() for n in range(5)])
     consumer = consumer_for(journal, platform_settings)
-    tasks = await start(journal, platform_settings, consumer)
-    try:
+    async with consuming(journal, platform_settings, consumer):
         await wait_for(lambda: _has_rows(journal, 5), timeout=30, message="every message")
         await _caught_up(platform_settings, consumer, 5)
-    finally:
-        await stop(tasks)
 
 
 async def _has_rows(db: ServiceDatabase, wanted: int) -> bool:
@@ -228,17 +224,13 @@ async def test_partitions_handled_side_by_side_keep_each_partitions_order(
         await producer.flush()
     finally:
         await producer.stop()
-    consumer = MessageConsumer(
-        name="kit-batch-test",
-        topics=[TOPIC],
+    consumer = consumer_for(
+        journal,
+        platform_settings,
         handlers={PING: write_journal},
-        sessions=journal.sessions,
-        settings=platform_settings,
-        source="bazaar/kit-batch-test",
         concurrent_partitions=True,
     )
-    tasks = await start(journal, platform_settings, consumer)
-    try:
+    async with consuming(journal, platform_settings, consumer):
         await wait_for(lambda: _has_rows(journal, 40), timeout=30, message="every message")
         await _caught_up(platform_settings, consumer, 40)
         handled = [message_id for message_id, _, _ in await journal_rows(journal)]
@@ -246,32 +238,24 @@ async def test_partitions_handled_side_by_side_keep_each_partitions_order(
         for messages in sent.values():
             ids = [e.id for e in messages]
             assert [message_id for message_id in handled if message_id in ids] == ids
-    finally:
-        await stop(tasks)
 
 
 async def test_one_message_a_transaction_when_asked(
     journal: ServiceDatabase, platform_settings: PlatformSettings
 ) -> None:
     await put_on_topic(platform_settings, [envelope(n).to_bytes() for n in range(10)])
-    consumer = MessageConsumer(
-        name="kit-batch-test",
-        topics=[TOPIC],
+    consumer = consumer_for(
+        journal,
+        platform_settings,
         handlers={PING: write_journal},
-        sessions=journal.sessions,
-        settings=platform_settings,
-        source="bazaar/kit-batch-test",
         max_batch_messages=1,
         concurrent_partitions=True,
     )
-    tasks = await start(journal, platform_settings, consumer)
-    try:
+    async with consuming(journal, platform_settings, consumer):
         await wait_for(lambda: _has_rows(journal, 10), timeout=30, message="every message")
         rows = await journal_rows(journal)
         assert [n for _, n, _ in rows] == list(range(10))
         assert len({txid for _, _, txid in rows}) == 10
-    finally:
-        await stop(tasks)
 
 
 async def test_messages_the_consumer_does_not_accept_are_passed_over_without_a_trace(
@@ -280,21 +264,15 @@ async def test_messages_the_consumer_does_not_accept_are_passed_over_without_a_t
     """Odd numbers are another consumer's: no effect, no inbox row, and still committed."""
     sent = [envelope(n) for n in range(6)]
     await put_on_topic(platform_settings, [e.to_bytes() for e in sent])
-    consumer = MessageConsumer(
-        name="kit-batch-test",
-        topics=[TOPIC],
+    consumer = consumer_for(
+        journal,
+        platform_settings,
         handlers={PING: write_journal},
-        sessions=journal.sessions,
-        settings=platform_settings,
-        source="bazaar/kit-batch-test",
         accepts=lambda e: e.data["n"] % 2 == 0,
     )
-    tasks = await start(journal, platform_settings, consumer)
-    try:
+    async with consuming(journal, platform_settings, consumer):
         await _caught_up(platform_settings, consumer, 6)
         assert [n for _, n, _ in await journal_rows(journal)] == [0, 2, 4]
         async with journal.sessions() as session:
             claimed = set((await session.execute(text("SELECT message_id FROM inbox"))).scalars())
         assert claimed == {e.id for e in sent if e.data["n"] % 2 == 0}
-    finally:
-        await stop(tasks)

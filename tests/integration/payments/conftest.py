@@ -201,6 +201,11 @@ class Payments:
         method_id: str = response.json()["id"]
         return method_id
 
+    async def new_charge(self, *, amount: int = 2500) -> contract.ChargePayment:
+        """A ChargePayment of a new buyer with a card that approves."""
+        user = str(uuid.uuid4())
+        return charge_command(await self.add_method(user), user, amount=amount)
+
     # --- commands and events ------------------------------------------------------------
 
     async def send(self, *messages: Message | Envelope, correlation_id: str | None = None) -> None:

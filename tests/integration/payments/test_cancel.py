@@ -143,9 +143,7 @@ async def test_cancelling_a_pending_payment_never_charges_it(
 
 
 async def test_a_cancel_that_overtakes_its_charge_stops_it(payments: Payments) -> None:
-    user = str(uuid.uuid4())
-    method_id = await payments.add_method(user)
-    command = charge_command(method_id, user)
+    command = await payments.new_charge()
     pid = str(command.payment_id)
     await payments.send(cancel(pid), correlation_id="cancel-first")
     await payments.send(command, correlation_id="charge")

@@ -106,9 +106,7 @@ async def test_a_lost_answer_is_found_out_and_the_card_is_charged_once(
 async def test_the_same_charge_three_times_charges_once_and_answers_each_time(
     payments: Payments,
 ) -> None:
-    user = str(uuid.uuid4())
-    method_id = await payments.add_method(user)
-    command = charge_command(method_id, user)
+    command = await payments.new_charge()
     pid = str(command.payment_id)
     await payments.send(command)
     await payments.events(pid, until=1)
@@ -166,9 +164,7 @@ async def test_a_method_that_cannot_be_charged_fails_without_a_charge(
 
 
 async def test_an_amount_the_provider_cannot_take_fails_at_once(payments: Payments) -> None:
-    user = str(uuid.uuid4())
-    method_id = await payments.add_method(user)
-    command = charge_command(method_id, user, amount=0)
+    command = await payments.new_charge(amount=0)
     pid = str(command.payment_id)
     await payments.send(command)
     [outcome] = await payments.events(pid, until=1)
@@ -186,9 +182,7 @@ async def test_outcomes_are_counted_in_the_metrics(payments: Payments) -> None:
         return 0.0
 
     before = await succeeded_count()
-    user = str(uuid.uuid4())
-    method_id = await payments.add_method(user)
-    command = charge_command(method_id, user)
+    command = await payments.new_charge()
     await payments.send(command)
     await payments.wait_status(command.payment_id, "succeeded")
 
@@ -201,9 +195,7 @@ async def test_outcomes_are_counted_in_the_metrics(payments: Payments) -> None:
 async def test_a_command_transaction_claims_the_first_charge_sent_after_its_commit(
     payments: Payments,
 ) -> None:
-    user = str(uuid.uuid4())
-    method_id = await payments.add_method(user)
-    command = charge_command(method_id, user)
+    command = await payments.new_charge()
     pid = str(command.payment_id)
     handlers = command_handlers(payments.processor)
 
@@ -223,9 +215,7 @@ async def test_a_command_transaction_claims_the_first_charge_sent_after_its_comm
 
 
 async def test_a_rolled_back_command_transaction_sends_no_charge(payments: Payments) -> None:
-    user = str(uuid.uuid4())
-    method_id = await payments.add_method(user)
-    command = charge_command(method_id, user)
+    command = await payments.new_charge()
     pid = str(command.payment_id)
     handlers = command_handlers(payments.processor)
 
@@ -251,9 +241,7 @@ async def test_a_rolled_back_command_transaction_sends_no_charge(payments: Payme
 async def test_a_charge_and_its_cancel_in_one_transaction_never_charge(
     payments: Payments,
 ) -> None:
-    user = str(uuid.uuid4())
-    method_id = await payments.add_method(user)
-    command = charge_command(method_id, user)
+    command = await payments.new_charge()
     pid = str(command.payment_id)
     cancel = contract.CancelPayment(payment_id=command.payment_id, reason="out_of_stock")
     handlers = command_handlers(payments.processor)

@@ -248,9 +248,7 @@ async def test_two_replicas_never_work_on_the_same_payment(
 async def test_a_first_charge_claimed_by_a_replica_that_died_is_charged_once_by_another(
     payments: Payments,
 ) -> None:
-    user = str(uuid.uuid4())
-    method_id = await payments.add_method(user)
-    command = charge_command(method_id, user)
+    command = await payments.new_charge()
     pid = str(command.payment_id)
     # A replica's command transaction recorded the payment claimed and processing; the
     # replica died after the commit, before it sent the charge.

@@ -1,14 +1,15 @@
-"""Is this payment method the bidder's? Asked of payments through the gateway, remembered.
+"""Is this payment method the caller's? Asked of payments through the gateway, remembered.
 
-A bid names a payment method, which must belong to the bidder (ARCHITECTURE.md: only
-payments knows). The answer comes from ``GET /api/payments/methods/{id}`` through the
-gateway with the service's client-credentials token; payments answers a service caller
-with any method and its ``user_id``, and 404 for one unknown or deleted.
+An order or a bid names a payment method, which must belong to its buyer (ARCHITECTURE.md:
+only payments knows). The answer comes from ``GET /api/payments/methods/{id}`` through
+the gateway with the service's client-credentials token; payments answers a service
+caller with any method and its ``user_id``, and 404 for one unknown or deleted.
 
-Bids on a hot auction must not wait for an HTTP call each, so a confirmed
-(bidder, method) pair is remembered for a while (``payment_method_cache_seconds``), and
-concurrent first checks of one pair share one call. A method deleted meanwhile is
-caught where it matters: its charge fails and the settlement saga moves on.
+Orders and bids must not wait for an HTTP call each (a buyer pays order after order,
+bid after bid, with one card), so a confirmed (buyer, method) pair is remembered for a
+while, and concurrent first checks of one method share one call. A method deleted
+meanwhile is caught where it matters: payments checks it again when it charges, so its
+charge fails (an order ends ``payment_failed``, a settlement moves on).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import uuid
 from collections.abc import Callable
 from typing import Protocol
 
-from bazaar.auctions.errors import InvalidPaymentMethod
 from bazaar.kit.errors import ServiceUnavailable
 from bazaar.kit.gateway_client import GatewayClient
 
@@ -49,9 +49,9 @@ class GatewayPaymentMethods:
 
 
 class PaymentMethodCheck:
-    """Refuses a method that is not the bidder's; remembers the pairs it confirmed.
+    """Says whether a method is the buyer's; remembers the pairs it confirmed.
 
-    Without a directory (``verify_payment_methods=false``) every method is accepted.
+    Without a directory (a service configured not to check) every method is the buyer's.
     """
 
     def __init__(
@@ -69,23 +69,25 @@ class PaymentMethodCheck:
         self._confirmed: dict[tuple[uuid.UUID, uuid.UUID], float] = {}
         self._pending: dict[uuid.UUID, asyncio.Future[uuid.UUID | None]] = {}
 
-    async def check(self, user_id: uuid.UUID, method_id: uuid.UUID) -> None:
-        """Return if ``method_id`` is ``user_id``'s, else raise InvalidPaymentMethod."""
+    async def owns(self, user_id: uuid.UUID, method_id: uuid.UUID) -> bool:
+        """Whether ``method_id`` is ``user_id``'s (ServiceUnavailable: payments could not
+        say)."""
         if self._directory is None:
-            return
+            return True
         key = (user_id, method_id)
         now = self._clock()
         expires = self._confirmed.get(key)
         if expires is not None and expires > now:
-            return
+            return True
         owner = await self._owner_of(self._directory, method_id)
         if owner != user_id:
-            raise InvalidPaymentMethod()
+            return False
         if len(self._confirmed) >= self._max_entries:
             self._confirmed = {k: e for k, e in self._confirmed.items() if e > now}
             if len(self._confirmed) >= self._max_entries:
                 self._confirmed.clear()
         self._confirmed[key] = now + self._ttl
+        return True
 
     async def _owner_of(
         self, directory: PaymentMethodDirectory, method_id: uuid.UUID
