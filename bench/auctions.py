@@ -61,7 +61,7 @@ from bazaar.stack.console import QuietOutput
 from bazaar.stack.services import spec_named
 from bazaar.stack.supervisor import Stack
 from bench.harness import DEFAULT_POSTGRES_URL, Report, Table, postgres_version
-from bench.measure import spread
+from bench.measure import nearest_rank, spread
 
 ADMIN_EMAIL = "bench-admin@bazaar.example.com"
 ADMIN_PASSWORD = "bench-admin-password"
@@ -109,11 +109,6 @@ def parse(argv: list[str]) -> Options:
     )
     values = parser.parse_args(argv)
     return Options(**vars(values))
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * share))] if ordered else float("nan")
 
 
 def load1() -> float:
@@ -216,10 +211,10 @@ class BidLoad:
         return self.accepted / self.seconds
 
     def p(self, share: float) -> float:
-        return percentile(self.latencies, share) * 1000
+        return nearest_rank(self.latencies, share) * 1000
 
     def stream_p(self, share: float) -> float:
-        return percentile(self.stream_delays, share) * 1000
+        return nearest_rank(self.stream_delays, share) * 1000
 
 
 async def bid_load(
@@ -369,8 +364,8 @@ async def update_load(dsn: str, statement: str, *extra: Any, options: Options) -
     return UpdateLoad(
         at,
         done / elapsed,
-        percentile(latencies, 0.5) * 1000,
-        percentile(latencies, 0.99) * 1000,
+        nearest_rank(latencies, 0.5) * 1000,
+        nearest_rank(latencies, 0.99) * 1000,
     )
 
 

@@ -37,7 +37,6 @@ from typing import Any
 import aiohttp
 import asyncpg
 import orjson
-from aiohttp import web
 
 from bazaar.kit.db import (
     asyncpg_dsn,
@@ -47,30 +46,12 @@ from bazaar.kit.db import (
     migrate,
     migrations_dir,
 )
-from bazaar.kit.testing import TokenIssuer
+from bazaar.kit.testing import TokenIssuer, serve_jwks
 from bazaar.stack.broker import EmbeddedBroker
 from bazaar.stack.ports import free_port, port_open
+from bench.measure import nearest_rank
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * share))] if ordered else float("nan")
-
-
-async def serve_jwks(issuer: TokenIssuer) -> web.AppRunner:
-    async def jwks(_: web.Request) -> web.Response:
-        return web.json_response(issuer.jwks())
-
-    app = web.Application()
-    app.router.add_get("/jwks.json", jwks)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    issuer.jwks_url = f"http://127.0.0.1:{port}/jwks.json"
-    return runner
 
 
 async def bare_updates(dsn: str, bidders: int, seconds: float) -> float:
@@ -232,15 +213,15 @@ async def run(arguments: argparse.Namespace) -> None:
             f"with {arguments.bidders} bidders"
         )
         print(
-            f"  latency p50 {percentile(latencies, 0.5) * 1000:.1f} ms, "
-            f"p99 {percentile(latencies, 0.99) * 1000:.1f} ms; accepted bids: "
-            f"p50 {percentile(accepted_latencies, 0.5) * 1000:.1f} ms, "
-            f"p99 {percentile(accepted_latencies, 0.99) * 1000:.1f} ms"
+            f"  latency p50 {nearest_rank(latencies, 0.5) * 1000:.1f} ms, "
+            f"p99 {nearest_rank(latencies, 0.99) * 1000:.1f} ms; accepted bids: "
+            f"p50 {nearest_rank(accepted_latencies, 0.5) * 1000:.1f} ms, "
+            f"p99 {nearest_rank(accepted_latencies, 0.99) * 1000:.1f} ms"
         )
         if stream_delays:
             print(
-                f"  stream delay p50 {percentile(stream_delays, 0.5) * 1000:.1f} ms, "
-                f"p99 {percentile(stream_delays, 0.99) * 1000:.1f} ms "
+                f"  stream delay p50 {nearest_rank(stream_delays, 0.5) * 1000:.1f} ms, "
+                f"p99 {nearest_rank(stream_delays, 0.99) * 1000:.1f} ms "
                 f"({len(stream_delays)} events, mean {statistics.mean(stream_delays) * 1000:.1f})"
             )
     finally:

@@ -10,6 +10,7 @@ request that does not swing with the neighbours' load the way requests/s does.
 from __future__ import annotations
 
 import json
+import math
 import os
 import resource
 import shutil
@@ -209,3 +210,23 @@ def spread(values: Sequence[float], digits: int = 0) -> str:
     if len(values) == 1:
         return f"{middle:,.{digits}f}"
     return f"{middle:,.{digits}f} [{min(values):,.{digits}f}, {max(values):,.{digits}f}]"
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile (0..1), interpolated between the two nearest ranks; NaN for none."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def nearest_rank(values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile (0..1) as the sample at rank ``int(n * q)``: an observed value,
+    never between two; NaN for none."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]

@@ -46,7 +46,6 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -66,7 +65,7 @@ from bazaar.kit.messaging.kafka import topic_name
 from bazaar.stack.console import QuietOutput
 from bazaar.stack.supervisor import Stack
 from bench.harness import DEFAULT_POSTGRES_URL, Report, Table, postgres_version
-from bench.measure import spread, with_children
+from bench.measure import percentile, spread, with_children
 
 ADMIN_EMAIL = "bench-admin@bazaar.example.com"
 ADMIN_PASSWORD = "bench-admin-password"
@@ -857,16 +856,6 @@ async def final_states(stack: Stack, order_ids: list[str]) -> dict[str, int]:
 
 
 # --- the report ----------------------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 @dataclass

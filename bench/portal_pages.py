@@ -37,6 +37,7 @@ from bazaar.stack.console import QuietOutput
 from bazaar.stack.services import SERVICES, ServiceSpec
 from bazaar.stack.supervisor import Stack
 from bench.harness import Report, Table, postgres_version
+from bench.measure import nearest_rank
 
 ADMIN_EMAIL = "admin@bazaar.example.com"
 ADMIN_PASSWORD = "bench-admin-password"
@@ -77,11 +78,6 @@ def services() -> tuple[ServiceSpec, ...]:
     if "portal" not in names:
         chosen.append(PORTAL)
     return tuple(chosen)
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
 
 
 async def login(http: aiohttp.ClientSession, base: str, email: str, password: str) -> str:
@@ -194,9 +190,9 @@ async def measure(base: str, pages: dict[str, str], requests: int) -> list[list[
                     path,
                     str(requests),
                     f"{statistics.median(ttfb):.1f}",
-                    f"{percentile(ttfb, 0.99):.1f}",
+                    f"{nearest_rank(ttfb, 0.99):.1f}",
                     f"{statistics.median(full):.1f}",
-                    f"{percentile(full, 0.99):.1f}",
+                    f"{nearest_rank(full, 0.99):.1f}",
                     f"{size / 1024:.1f}",
                 ]
             )

@@ -57,14 +57,14 @@ from bazaar.kit.db import (
 )
 from bazaar.kit.messaging.envelope import Envelope, new_envelope
 from bazaar.kit.messaging.kafka import ensure_topics, topic_name
-from bazaar.kit.testing import TokenIssuer
+from bazaar.kit.testing import TokenIssuer, serve_jwks
 from bazaar.stack.broker import EmbeddedBroker
 from bazaar.stack.ports import free_port
 from bazaar.support import service
 from bazaar.support.history import record_of
 from bazaar.support.ingest import HistoryIngester, write_history
 from bench.harness import DEFAULT_POSTGRES_URL, Report, Table, postgres_version
-from bench.measure import spread
+from bench.measure import percentile, spread
 
 Clock = Callable[[], datetime]
 TARGET_EVENTS_PER_SECOND = 2000
@@ -548,19 +548,6 @@ class Timing:
     items: list[int] = field(default_factory=list)
 
 
-async def serve_jwks(issuer: TokenIssuer) -> tuple[web.AppRunner, str]:
-    async def jwks(_: web.Request) -> web.Response:
-        return web.json_response(issuer.jwks())
-
-    app = web.Application()
-    app.router.add_get("/jwks.json", jwks)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    return runner, f"http://127.0.0.1:{port}/jwks.json"
-
-
 def start_support_app(
     url: str, issuer: TokenIssuer, jwks_url: str, broker: EmbeddedBroker
 ) -> tuple[subprocess.Popen[bytes], str]:
@@ -673,7 +660,8 @@ async def timeline_phase(
             flush=True,
         )
         issuer = TokenIssuer()
-        jwks_runner, jwks_url = await serve_jwks(issuer)
+        jwks_runner = await serve_jwks(issuer)
+        jwks_url = issuer.jwks_url
         app, base = start_support_app(
             url.render_as_string(hide_password=False), issuer, jwks_url, broker
         )
@@ -719,14 +707,6 @@ async def run(options: Options) -> Report:
     report = build_report(options, rounds, history, timings, load_before, load_after)
     report.postgres = f"{version} (the machine's, {options.database_url.split('@')[-1]})"
     return report
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def build_report(

@@ -151,10 +151,9 @@ class TokenIssuer:
         return {"Authorization": f"Bearer {self.mint(subject, roles)}"}
 
 
-@pytest.fixture(scope="session")
-async def token_issuer() -> AsyncIterator[TokenIssuer]:
-    """A :class:`TokenIssuer` whose JWKS is served on a free local port."""
-    issuer = TokenIssuer()
+async def serve_jwks(issuer: TokenIssuer) -> web.AppRunner:
+    """Serve ``issuer``'s JWKS on a free local port (its ``jwks_url`` says where); the
+    caller cleans the runner up."""
 
     async def jwks(_: web.Request) -> web.Response:
         return web.json_response(issuer.jwks())
@@ -164,9 +163,16 @@ async def token_issuer() -> AsyncIterator[TokenIssuer]:
     runner = web.AppRunner(app)
     await runner.setup()
     port = free_port()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
     issuer.jwks_url = f"http://127.0.0.1:{port}/jwks.json"
+    return runner
+
+
+@pytest.fixture(scope="session")
+async def token_issuer() -> AsyncIterator[TokenIssuer]:
+    """A :class:`TokenIssuer` whose JWKS is served on a free local port."""
+    issuer = TokenIssuer()
+    runner = await serve_jwks(issuer)
     try:
         yield issuer
     finally:
