@@ -51,6 +51,9 @@ class OrderCreated(OrderEvent):
 
 
 class OrderConfirmed(OrderEvent):
+    """The order is paid and its stock held: sent once, with the ``CommitStock`` that
+    makes the hold a sale (the catalog's ``StockCommitted`` follows, and ends the saga)."""
+
     TYPE = "bazaar.orders.order.confirmed"
 
     payment_id: UUID

@@ -1,12 +1,22 @@
 """The order saga, as data: its steps, what moves it, and what each move sends.
 
-Orders orchestrates: reserve stock → charge the payment → commit the stock →
-confirmed. Compensation runs backwards: refund (or void) the payment, then release
-the stock, then cancelled. Each step but the two ends waits for one answer and has
-one command it (re)sends and a deadline; past the deadline the command is sent
-again (every receiver is idempotent), and after the step's last try the saga
-compensates (forward steps, reason ``timeout``) or moves on (compensation steps, so a
-cancellation always completes).
+Orders orchestrates: reserve stock → charge the payment → confirmed. The order is
+``confirmed`` as soon as its payment succeeds: the buyer has paid and the stock is
+held, and the transaction that confirms it also sends the catalog ``CommitStock``.
+The saga stays in ``committing`` until the catalog answers, re-sending the commit past
+its deadline; the hold it asked for outlasts every try (the settings refuse less), so
+a commit is only ever refused when the catalog was gone longer than the hold and the
+units were sold meanwhile: then the confirmed order is refunded (``cancelling``, then
+``cancelled`` with reason ``timeout``), as a cancel of a confirmed order is.
+Confirming at the payment takes the commit's round trip (a command, the catalog's
+transaction and its answer) off the time a buyer waits for ``confirmed``.
+
+Compensation runs backwards: refund (or void) the payment, then release the stock,
+then cancelled. Each step but the two ends waits for one answer and has one command
+it (re)sends and a deadline; past the deadline the command is sent again (every
+receiver is idempotent), and after the step's last try the saga compensates (forward
+steps, reason ``timeout``) or moves on (compensation steps, so a cancellation always
+completes).
 
 Everything here is pure: :func:`decide` takes the saga's state and what happened,
 and returns the new state with the commands and events to publish, or ``None`` when
@@ -16,11 +26,12 @@ nothing). :mod:`bazaar.orders.service` turns decisions into rows and outbox mess
 ::
 
     reserving  --StockReserved-->      charging   (refused: cancelled, out_of_stock)
-    charging   --PaymentSucceeded-->   committing (failed: releasing, payment_declined|failed)
-    committing --StockCommitted-->     confirmed
+    charging   --PaymentSucceeded-->   committing, status confirmed (OrderConfirmed)
+                                                  (failed: releasing, payment_declined|failed)
+    committing --StockCommitted-->     confirmed  (the saga's end; no new event)
     reserving            --cancel|timeout--> releasing
-    charging, committing --cancel|timeout--> refunding
-    confirmed            --cancel-->         refunding   (status: cancelling)
+    charging             --cancel|timeout--> refunding
+    committing, confirmed --cancel|timeout--> refunding  (status: cancelling)
     refunding  --PaymentRefunded|PaymentCancelled--> releasing
     releasing  --StockReleased-->      cancelled
 """
@@ -233,8 +244,9 @@ def _on_deadline(state: SagaState, timings: SagaTimings) -> Decision | None:
 def _on_retry(state: SagaState, timings: SagaTimings) -> Decision | None:
     """A pending order's current step is sent again now, with all its tries back; an order
     the platform cancelled (no stock, the payment failed, a step timed out) starts over
-    from reserving, with a new reservation and a new payment. Anything else: ``None``."""
-    if state.step in FORWARD:
+    from reserving, with a new reservation and a new payment. Anything else, a confirmed
+    order among them (its commit re-sends itself): ``None``."""
+    if state.step in FORWARD and state.status == "pending":
         return Decision(
             state=replace(state, attempts=1),
             commands=(STEP_COMMAND[state.step],),
@@ -260,7 +272,7 @@ def _enter(
         cancel_reason=reason,
         charge_requested=state.charge_requested or to is Step.CHARGING,
     )
-    if to is Step.CONFIRMED:
+    if new.status == "confirmed" and state.status != "confirmed":
         events = (*events, Event.CONFIRMED)
     elif to is Step.CANCELLED:
         events = (*events, Event.CANCELLED)
@@ -274,9 +286,10 @@ def _enter(
 
 
 def _status(step: Step, current: OrderStatus) -> OrderStatus:
-    """The public status: a confirmed order being undone is ``cancelling``; a pending one
-    stays ``pending`` until it is ``cancelled``."""
-    if step is Step.CONFIRMED:
+    """The public status: an order is ``confirmed`` once paid (its stock's commit may
+    still be on its way); a confirmed order being undone is ``cancelling``; a pending
+    one stays ``pending`` until it is ``cancelled``."""
+    if step in (Step.COMMITTING, Step.CONFIRMED):
         return "confirmed"
     if step is Step.CANCELLED:
         return "cancelled"

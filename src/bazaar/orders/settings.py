@@ -43,8 +43,10 @@ class OrdersSettings(ServiceSettings):
     # 6 x 30 s: three minutes for a charge whose answer is late (the lost-answer card).
     charge_deadline_seconds: float = Field(default=30.0, gt=0)
     charge_attempts: int = Field(default=6, ge=1)
+    # The order is confirmed before its commit (see bazaar.orders.saga): 60 x 10 s, so a
+    # catalog away for minutes does not turn a paid order into a refund.
     commit_deadline_seconds: float = Field(default=10.0, gt=0)
-    commit_attempts: int = Field(default=5, ge=1)
+    commit_attempts: int = Field(default=60, ge=1)
     refund_deadline_seconds: float = Field(default=30.0, gt=0)
     refund_attempts: int = Field(default=6, ge=1)
     release_deadline_seconds: float = Field(default=10.0, gt=0)

@@ -4,6 +4,7 @@ releases stock; the test plays payments (and, where it must stay silent, the cat
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from prometheus_client import REGISTRY
@@ -15,8 +16,12 @@ from bazaar.kit.messaging.envelope import Envelope
 from bazaar.kit.testing import wait_for
 from tests.integration.orders.conftest import ORDERS, Market, OpenMarket
 
+_LATER = datetime.now(UTC) + timedelta(hours=1)
 
-async def test_an_order_is_reserved_charged_committed_and_confirmed(market: Market) -> None:
+
+async def test_an_order_is_reserved_charged_confirmed_and_its_stock_committed(
+    market: Market,
+) -> None:
     buyer, headers, method = market.buyer()
     teapot, cups = await market.new_item(stock=3), await market.new_item(stock=10, price=250)
     order = await market.place(headers, method, (teapot, 1), (cups, 4))
@@ -34,6 +39,7 @@ async def test_an_order_is_reserved_charged_committed_and_confirmed(market: Mark
     assert confirmed["payment_id"] == str(charge.payment_id)
     assert confirmed["status_reason"] is None
     await market.sent(catalog_contract.CommitStock, order_id)
+    await market.sent(catalog_contract.StockCommitted, order_id)
     assert (await market.stock_of(teapot), await market.stock_of(cups)) == (2, 6)
 
     [event] = await market.sent(orders_contract.OrderConfirmed, order_id)
@@ -239,6 +245,55 @@ async def test_a_charge_never_answered_compensates_with_reason_timeout(
     assert cancelled["status_reason"] == "timeout"
     assert await market.stock_of(item) == 5
     assert market.count(payments_contract.ChargePayment, order["id"]) == 3
+
+
+async def test_a_paid_order_is_confirmed_before_the_catalog_commits_its_stock(
+    open_market: OpenMarket,
+) -> None:
+    """The catalog plays dead after the reservation: the order is confirmed all the same
+    (the buyer paid, the units are held), the commit is sent again past its deadline, and
+    when it never lands the buyer is refunded (``cancelling``, then ``cancelled``, reason
+    ``timeout``): confirmed once, cancelled once."""
+    market = await open_market(
+        real_catalog=False,
+        commit_deadline_seconds=0.3,
+        commit_attempts=3,
+        release_deadline_seconds=0.3,
+        release_attempts=1,
+    )
+    _, headers, method = market.buyer()
+    item = await market.new_item()
+    order = await market.place(headers, method, (item, 1))
+    order_id = order["id"]
+    await market.sent(catalog_contract.ReserveStock, order_id)
+    await market.answer(
+        catalog_contract.StockReserved(
+            reservation_id=uuid.UUID(order_id),
+            lines=[catalog_contract.StockLine(item_id=uuid.UUID(item), quantity=1)],
+            expires_at=_LATER,
+        ),
+        order_id,
+        key=order_id,
+    )
+    charge = await market.charge(order_id)
+    await market.pay(charge)
+
+    confirmed = await market.settled(order_id, "confirmed")
+    assert confirmed["status_reason"] is None
+    commits = await market.sent(catalog_contract.CommitStock, order_id, count=3)
+    assert {e.data["reservation_id"] for e in commits} == {order_id}
+    [refund] = await market.sent(payments_contract.CancelPayment, order_id)
+    assert refund.data["payment_id"] == str(charge.payment_id)
+    assert (await market.order(order_id))["status"] == "cancelling"
+
+    await market.pay(charge, "refunded")
+    await market.sent(catalog_contract.ReleaseStock, order_id)
+    cancelled = await market.settled(order_id, "cancelled")
+    assert cancelled["status_reason"] == "timeout"
+    [event] = await market.sent(orders_contract.OrderCancelled, order_id)
+    assert event.data["reason"] == "timeout"
+    assert market.count(catalog_contract.CommitStock, order_id) == 3
+    assert market.count(orders_contract.OrderConfirmed, order_id) == 1
 
 
 async def test_every_order_ends_by_itself_when_nobody_answers(open_market: OpenMarket) -> None:

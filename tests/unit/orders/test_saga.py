@@ -68,22 +68,40 @@ def test_a_new_order_reserves_its_stock() -> None:
     assert started.deadline_seconds == 10
 
 
-def test_the_happy_path_reserves_charges_commits_and_confirms() -> None:
+def test_the_happy_path_reserves_charges_and_confirms_then_commits() -> None:
     charging = run(Trigger.STOCK_RESERVED)
     assert charging.state.step is Step.CHARGING and charging.state.charge_requested
     assert charging.commands == (Command.CHARGE_PAYMENT,)
+    assert charging.events == ()
+    assert charging.state.status == "pending"
     assert charging.deadline_seconds == 30
 
+    # Paid: the order is confirmed in the move that sends the stock's commit.
     committing = run(Trigger.PAYMENT_SUCCEEDED, state=charging.state)
+    assert committing.state.step is Step.COMMITTING
+    assert committing.state.status == "confirmed"
     assert committing.commands == (Command.COMMIT_STOCK,)
-    assert committing.state.status == "pending"
+    assert committing.events == (Event.CONFIRMED,)
+    assert committing.deadline_seconds == 10
 
-    confirmed = run(Trigger.STOCK_COMMITTED, state=committing.state)
-    assert confirmed.state.step is Step.CONFIRMED
-    assert confirmed.state.status == "confirmed"
-    assert confirmed.events == (Event.CONFIRMED,)
-    assert confirmed.commands == ()
-    assert confirmed.deadline_seconds is None
+    # The catalog's answer ends the saga; the order was confirmed already.
+    done = run(Trigger.STOCK_COMMITTED, state=committing.state)
+    assert done.state.step is Step.CONFIRMED
+    assert done.state.status == "confirmed"
+    assert done.events == ()
+    assert done.commands == ()
+    assert done.deadline_seconds is None
+
+
+@pytest.mark.parametrize("step", [Step.COMMITTING, Step.CONFIRMED])
+def test_a_confirmed_order_is_not_confirmed_twice(step: Step) -> None:
+    """Re-sent commits past their deadline, and the commit's answer, say nothing new."""
+    state = at(step)
+    again = decide(state, Trigger.DEADLINE_PASSED, TIMINGS)
+    if again is not None:
+        assert again.events == (Event.STEP_TIMED_OUT,)
+        assert again.state.status == "confirmed"
+    assert decide(state, Trigger.PAYMENT_SUCCEEDED, TIMINGS) is None
 
 
 def test_out_of_stock_cancels_at_once_without_compensation() -> None:
@@ -121,7 +139,6 @@ def test_a_failed_payment_releases_the_stock_and_says_why(failure_code: str, rea
     [
         (Step.RESERVING, Command.RELEASE_STOCK),
         (Step.CHARGING, Command.CANCEL_PAYMENT),
-        (Step.COMMITTING, Command.CANCEL_PAYMENT),
     ],
 )
 @pytest.mark.parametrize(
@@ -143,8 +160,10 @@ def test_cancelling_a_pending_order_compensates_what_was_done(
     assert done.state.cancel_reason == reason
 
 
-def test_cancelling_a_confirmed_order_refunds_then_restocks() -> None:
-    asked = run(Trigger.CANCEL_BY_USER, state=at(Step.CONFIRMED))
+@pytest.mark.parametrize("step", [Step.COMMITTING, Step.CONFIRMED])
+def test_cancelling_a_confirmed_order_refunds_then_restocks(step: Step) -> None:
+    """Whether or not the catalog has answered the commit yet."""
+    asked = run(Trigger.CANCEL_BY_USER, state=at(step))
     assert asked.state.status == "cancelling"
     assert asked.commands == (Command.CANCEL_PAYMENT,)
     refunded = run(Trigger.PAYMENT_RETURNED, state=asked.state)
@@ -218,16 +237,17 @@ def test_a_step_past_its_deadline_sends_its_command_again_until_its_last_try(
 
 
 @pytest.mark.parametrize(
-    ("step", "then", "command"),
+    ("step", "then", "command", "status"),
     [
-        (Step.RESERVING, Step.RELEASING, Command.RELEASE_STOCK),
+        (Step.RESERVING, Step.RELEASING, Command.RELEASE_STOCK, "pending"),
         # The charge may have gone through after all: cancel (void or refund) it.
-        (Step.CHARGING, Step.REFUNDING, Command.CANCEL_PAYMENT),
-        (Step.COMMITTING, Step.REFUNDING, Command.CANCEL_PAYMENT),
+        (Step.CHARGING, Step.REFUNDING, Command.CANCEL_PAYMENT, "pending"),
+        # The units are gone (the catalog never answered the commit): refund the buyer.
+        (Step.COMMITTING, Step.REFUNDING, Command.CANCEL_PAYMENT, "cancelling"),
     ],
 )
 def test_a_forward_step_out_of_tries_compensates_with_reason_timeout(
-    step: Step, then: Step, command: Command
+    step: Step, then: Step, command: Command, status: str
 ) -> None:
     state = replace(at(step), attempts=TIMINGS[step].attempts)
     timed_out = decide(state, Trigger.DEADLINE_PASSED, TIMINGS)
@@ -235,6 +255,7 @@ def test_a_forward_step_out_of_tries_compensates_with_reason_timeout(
     assert timed_out.state.step is then
     assert timed_out.commands == (command,)
     assert timed_out.state.cancel_reason == "timeout"
+    assert timed_out.state.status == status
 
 
 def test_compensation_out_of_tries_still_ends_cancelled_with_the_first_reason() -> None:
@@ -254,13 +275,20 @@ def test_any_history_ends_confirmed_or_cancelled_by_deadlines_alone(
     triggers: list[Trigger],
 ) -> None:
     """Whatever arrives (or not), deadlines alone finish the saga, within its tries, and
-    the ends are consistent: confirmed only after a commit, cancelled always with a reason."""
+    the ends are consistent: confirmed only after a payment and a commit (and announced
+    once, at the payment), cancelled always with a reason."""
     state = saga.start(TIMINGS).state
-    committed = False
+    committed = paid = False
+    confirmations = 0
     for trigger in triggers:
         moved = decide(state, trigger, TIMINGS)
         if moved is not None:
+            if state.step is Step.CANCELLED:  # support started it over: a new round
+                committed = paid = False
+                confirmations = 0
             committed |= moved.state.step is Step.CONFIRMED and trigger is Trigger.STOCK_COMMITTED
+            paid |= trigger is Trigger.PAYMENT_SUCCEEDED
+            confirmations += moved.events.count(Event.CONFIRMED)
             state = moved.state
     budget = sum(timing.attempts for timing in TIMINGS.values())
     for _ in range(budget):
@@ -268,9 +296,12 @@ def test_any_history_ends_confirmed_or_cancelled_by_deadlines_alone(
         if moved is None:
             break
         state = moved.state
+        confirmations += moved.events.count(Event.CONFIRMED)
     assert state.step in saga.TERMINAL
+    assert confirmations <= 1
     if state.step is Step.CONFIRMED:
-        assert committed and state.status == "confirmed" and state.cancel_reason is None
+        assert committed and paid and confirmations == 1
+        assert state.status == "confirmed" and state.cancel_reason is None
     else:
         assert state.status == "cancelled" and state.cancel_reason is not None
 
@@ -288,7 +319,7 @@ def test_a_stock_hold_shorter_than_the_saga_is_refused() -> None:
         OrdersSettings(reservation_hold_seconds=60)
 
 
-@pytest.mark.parametrize("step", [Step.RESERVING, Step.CHARGING, Step.COMMITTING])
+@pytest.mark.parametrize("step", [Step.RESERVING, Step.CHARGING])
 def test_a_retry_sends_the_pending_step_again_with_its_tries_back(step: Step) -> None:
     tired = replace(at(step), attempts=TIMINGS[step].attempts)
     retried = decide(tired, Trigger.RETRY, TIMINGS)
@@ -314,6 +345,8 @@ def test_a_retry_starts_an_order_the_platform_cancelled_over(reason: str) -> Non
     "state",
     [
         SagaState(Step.CONFIRMED, "confirmed", charge_requested=True),
+        # Confirmed, its commit on the way: the commit step re-sends itself.
+        SagaState(Step.COMMITTING, "confirmed", attempts=3, charge_requested=True),
         SagaState(Step.CANCELLED, "cancelled", cancel_reason="user_request"),
         SagaState(Step.CANCELLED, "cancelled", cancel_reason="support_action"),
         SagaState(Step.REFUNDING, "cancelling", attempts=1, cancel_reason="user_request"),
