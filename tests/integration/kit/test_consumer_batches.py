@@ -10,12 +10,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bazaar.kit.config import PlatformSettings
-from bazaar.kit.messaging.consumer import DEAD_LETTERED_TYPE, MessageConsumer
+from bazaar.kit.messaging.consumer import DEAD_LETTERED_TYPE, MessageConsumer, OffsetCommits
 from bazaar.kit.messaging.envelope import Envelope, new_envelope
 from bazaar.kit.messaging.kafka import DEAD_LETTER_TOPIC, ensure_topics, topic_name
 from bazaar.kit.messaging.relay import OutboxRelay
@@ -189,6 +189,57 @@ async def test_offsets_of_handled_messages_are_committed(
     async with consuming(journal, platform_settings, consumer):
         await wait_for(lambda: _has_rows(journal, 5), timeout=30, message="every message")
         await _caught_up(platform_settings, consumer, 5)
+
+
+async def test_offsets_are_committed_once_an_interval_while_messages_keep_coming(
+    platform_settings: PlatformSettings,
+) -> None:
+    """A commit per fetch would be a broker request per message under a steady stream: the
+    first handled offsets go at once, later ones wait for the interval, unless the
+    consumer's next fetch came back empty (then at once)."""
+    await put_on_topic(platform_settings, [envelope(n).to_bytes() for n in range(3)])
+    group = "kit-offset-pacing"
+    consumer = AIOKafkaConsumer(
+        topic_name(platform_settings, TOPIC),
+        bootstrap_servers=platform_settings.kafka_bootstrap_servers,
+        group_id=f"{platform_settings.topic_prefix}{group}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        records: list[ConsumerRecord[bytes, bytes]] = []
+
+        async def fetched_all() -> bool:
+            batch = await consumer.getmany(timeout_ms=200)
+            records.extend(record for part in batch.values() for record in part)
+            return len(records) >= 3
+
+        await wait_for(fetched_all, timeout=30, message="the three records fetched")
+        partition = TopicPartition(records[0].topic, records[0].partition)
+        commits = OffsetCommits(consumer, group, interval=3600)
+
+        commits.handled(partition, records[0].offset + 1)
+        assert commits.commit_handled()
+        await wait_for(
+            lambda: committed_total(platform_settings, group, TOPIC, 1),
+            timeout=30,
+            message="the first offset committed",
+        )
+        commits.handled(partition, records[1].offset + 1)
+        assert not commits.commit_handled()  # within the interval: held back
+        commits.handled(partition, records[2].offset + 1)
+        # Nothing more came: at once (as soon as the first commit's answer is in).
+        await wait_for(
+            lambda: commits.commit_handled(idle=True), timeout=30, message="an idle commit"
+        )
+        await wait_for(
+            lambda: committed_total(platform_settings, group, TOPIC, 3),
+            timeout=30,
+            message="all three offsets committed",
+        )
+    finally:
+        await consumer.stop()
 
 
 async def _has_rows(db: ServiceDatabase, wanted: int) -> bool:

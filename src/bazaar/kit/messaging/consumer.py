@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import math
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -64,6 +65,10 @@ DEAD_LETTERED_TYPE = "bazaar.platform.message.dead_lettered"
 # At most this many messages are handled in one transaction (row locks are held until
 # its commit).
 MAX_BATCH_MESSAGES = 100
+# While messages keep coming, offsets are committed at most this often; a fetch that
+# comes back empty commits what is handled at once. A consumer that stops uncommitted
+# has its last half second read again by the next owner, and the inbox absorbs it.
+OFFSET_COMMIT_INTERVAL_SECONDS = 0.5
 
 MESSAGES_HANDLED = Counter(
     "bazaar_messages_handled_total",
@@ -92,7 +97,7 @@ class _Delivery:
     handler: Handler
 
 
-class _OffsetCommits:
+class OffsetCommits:
     """Commits the offsets of handled messages in the background, one commit at a time.
 
     The loop does not wait for the broker's answer before it fetches and handles the
@@ -101,23 +106,41 @@ class _OffsetCommits:
     the consumer's position, which a fetch may have moved past unhandled records); a
     commit that fails (a rebalance) leaves the messages to be read again, and the inbox
     absorbs them.
+
+    Under a steady stream a commit after every fetch would be one broker request per
+    message handled (each fetch brings one or two): the commits are spaced by
+    ``interval`` seconds instead, and an idle consumer commits at once.
     """
 
-    def __init__(self, consumer: AIOKafkaConsumer, name: str) -> None:
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        name: str,
+        interval: float = OFFSET_COMMIT_INTERVAL_SECONDS,
+    ) -> None:
         self._consumer = consumer
         self._name = name
+        self._interval = interval
         self._handled: dict[TopicPartition, int] = {}
         self._task: asyncio.Task[None] | None = None
+        self._last_started = -math.inf
 
     def handled(self, partition: TopicPartition, next_offset: int) -> None:
         self._handled[partition] = max(next_offset, self._handled.get(partition, 0))
 
-    def commit_handled(self) -> None:
-        """Start committing what is handled, unless a commit is still on its way."""
+    def commit_handled(self, *, idle: bool = False) -> bool:
+        """Start committing what is handled, unless a commit is still on its way or (while
+        messages keep coming, not ``idle``) the last one started less than the interval
+        ago; whether it started one."""
         if not self._handled or (self._task is not None and not self._task.done()):
-            return
+            return False
+        now = asyncio.get_running_loop().time()
+        if not idle and now - self._last_started < self._interval:
+            return False
+        self._last_started = now
         offsets, self._handled = self._handled, {}
         self._task = asyncio.create_task(self._commit(offsets))
+        return True
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         assigned = self._consumer.assignment()
@@ -219,14 +242,14 @@ class MessageConsumer:
                     log.warning("consumer_stop_failed", consumer=self.name, error=repr(exc))
 
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
-        offsets = _OffsetCommits(consumer, self.name)
+        offsets = OffsetCommits(consumer, self.name)
         try:
             while True:
                 batch = await consumer.getmany(timeout_ms=500, max_records=500)
                 if consumer.assignment():
                     self.assigned.set()
                 if not batch:
-                    offsets.commit_handled()
+                    offsets.commit_handled(idle=True)
                     continue
                 if self._concurrent:
                     # Each partition in its order, side by side, a transaction each.
