@@ -2,7 +2,8 @@
 
 A benchmark returns a :class:`Report` (its tables, notes and a few headline figures);
 the harness stamps it with the date, the machine (CPU model, cores, memory, kernel,
-Python, PostgreSQL), the exact command and the load average, prints it, and rewrites
+Python, PostgreSQL), the exact command, the load average and the CPU probe (how fast
+the machine was at that hour: see :func:`cpu_probe_ms`), prints it, and rewrites
 the benchmark's own section of ``docs/benchmarks.md``: the latest run in full, and a
 history of the headline figures of earlier runs. Nobody edits that file by hand.
 """
@@ -15,11 +16,13 @@ import fcntl
 import importlib
 import inspect
 import io
+import math
 import os
 import platform
 import re
 import shlex
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -113,6 +116,24 @@ def load_average() -> str:
     return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
+def cpu_probe_ms(repeat: int = 5) -> float:
+    """Milliseconds one core takes for a fixed pure-Python loop (the best of ``repeat``).
+
+    The machines are shared virtual ones whose speed changes by the hour (the same
+    benchmark on the same commit has cost twice the CPU per order three hours apart):
+    this figure, taken before and after a run, says how fast the machine was, so that
+    runs of different hours can be read side by side. Lower is faster.
+    """
+    best = math.inf
+    for _ in range(repeat):
+        began = time.perf_counter()
+        total = 0
+        for number in range(1_000_000):
+            total += number * number
+        best = min(best, time.perf_counter() - began)
+    return best * 1000
+
+
 # --- the report ----------------------------------------------------------------------
 
 
@@ -147,6 +168,11 @@ class Report:
     machine: Machine | None = None
     load_before: str = ""
     load_after: str = ""
+    probe_before_ms: float = math.nan
+    probe_after_ms: float = math.nan
+
+    def probe(self) -> str:
+        return f"{self.probe_before_ms:.0f} → {self.probe_after_ms:.0f} ms"
 
 
 # --- running -------------------------------------------------------------------------
@@ -188,6 +214,7 @@ def run_benchmark(name: str, argv: list[str], *, command: str, record: bool) -> 
     main: Callable[..., Report | None] = module.main
     started_at = datetime.now(UTC)
     load_before = load_average()
+    probe_before = cpu_probe_ms()
     tee = _Tee(sys.stdout)
     with contextlib.redirect_stdout(tee):  # type: ignore[type-var]
         if inspect.signature(main).parameters:
@@ -204,6 +231,8 @@ def run_benchmark(name: str, argv: list[str], *, command: str, record: bool) -> 
     report.started_at = started_at
     report.load_before = load_before
     report.load_after = load_average()
+    report.probe_before_ms = probe_before
+    report.probe_after_ms = cpu_probe_ms()
     postgres = report.postgres
     if postgres is None:
         found = asyncio.run(postgres_version())
@@ -228,6 +257,7 @@ def render_text(report: Report) -> str:
         *(f"{label:<11} {value}" for label, value in report.machine.lines()),
         f"command     {report.command}",
         f"load avg    {report.load_before} (start) → {report.load_after} (end)",
+        f"CPU probe   {report.probe()} (start → end; bench.harness.cpu_probe_ms, lower is faster)",
     ]
     for table in report.tables:
         out += ["", f"--- {table.title}", *_text_table(table.columns, table.rows)]
@@ -261,7 +291,9 @@ def render_section(report: Report, history: list[str]) -> str:
         out += [report.description.strip(), ""]
     out += [
         f"Latest run: {date}, load average {report.load_before} (start) → "
-        f"{report.load_after} (end).",
+        f"{report.load_after} (end), CPU probe {report.probe()} (start → end: "
+        "`bench.harness.cpu_probe_ms`, one core's time for a fixed Python loop; lower is "
+        "faster, and the shared machine's speed changes by the hour).",
         "",
         f"    {report.command}",
         "",
@@ -279,7 +311,9 @@ def render_section(report: Report, history: list[str]) -> str:
         out += [*(f"- {note}" for note in report.notes), ""]
     if report.verbatim:
         out += ["```", report.verbatim.rstrip(), "```", ""]
-    figures = "; ".join(f"{label} {value}" for label, value in report.headline.items())
+    figures = "; ".join(
+        [f"CPU probe {report.probe()}", *(f"{k} {v}" for k, v in report.headline.items())]
+    )
     row = _markdown_row(
         [date, report.machine.summary(), report.load_before, f"`{report.command}`", figures or "-"]
     )
