@@ -9,9 +9,11 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
+from bazaar.kit.db import asyncpg_dsn
 from bazaar.kit.testing import wait_for
 from bazaar.stack.console import QuietOutput
 from bazaar.stack.supervisor import Stack
@@ -198,6 +200,30 @@ async def test_every_command_and_reply_delivered_three_times_changes_nothing(
         stock = (await gateway.get(f"/api/catalog/items/{item['id']}")).json()["stock"]
         assert stock == 2
         await assert_money_matches(stack, finals)
+        # Confirmed at the payment, each sale's stock is committed right after, once.
+        confirmed = [order["id"] for order in finals if order["status"] == "confirmed"]
+        await wait_for(
+            lambda: _reservations_committed(stack, confirmed),
+            timeout=60,
+            message="the confirmed orders' stock committed",
+        )
+
+
+async def _reservations_committed(stack: Stack, order_ids: list[str]) -> bool:
+    """Whether the catalog holds every one of these orders' reservations (a first round's
+    reservation id is its order's id) committed, each line once."""
+    connection = await asyncpg.connect(asyncpg_dsn(stack.database_urls["catalog"]))
+    try:
+        rows = await connection.fetch(
+            "SELECT reservation_id::text AS id, status FROM stock_reservations "
+            "WHERE reservation_id = ANY($1::uuid[])",
+            order_ids,
+        )
+    finally:
+        await connection.close()
+    return sorted(row["id"] for row in rows) == sorted(order_ids) and all(
+        row["status"] == "committed" for row in rows
+    )
 
 
 async def _when(

@@ -25,9 +25,11 @@ CONFIRMED_ORDER_STORY = [
     "bazaar.catalog.stock.reserved",
     "bazaar.payments.command.charge",
     "bazaar.payments.payment.succeeded",
+    # Confirmed in the transaction that sends the commit (the command first), then the
+    # catalog's answer ends the saga.
     "bazaar.catalog.command.commit_stock",
-    "bazaar.catalog.stock.committed",
     "bazaar.orders.order.confirmed",
+    "bazaar.catalog.stock.committed",
 ]
 DECLINED_ORDER_STORY = [
     "bazaar.orders.order.created",
