@@ -33,7 +33,7 @@ from bazaar.auth.service import AuthContext, IssuedTokens, RevokedAccessToken
 from bazaar.auth.settings import AuthSettings
 from bazaar.kit.http import DbSession, require_roles
 from bazaar.kit.pagination import Page
-from bazaar.kit.tokens import ALL_ROLES, Principal, RevocationList
+from bazaar.kit.tokens import ALL_ROLES, ROLE_SERVICE, Principal, RevocationList
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 # Not under /api: the gateway never routes it to the outside; it polls it itself.
@@ -46,6 +46,8 @@ MAX_FORM_FIELD = 4096
 AnyUser = Annotated[Principal, Depends(require_roles(*sorted(ALL_ROLES)))]
 SupportStaff = Annotated[Principal, Depends(require_roles("support", "admin"))]
 Admin = Annotated[Principal, Depends(require_roles("admin"))]
+# The platform's own services (client-credentials tokens): the gateway reads the feed.
+Service = Annotated[Principal, Depends(require_roles(ROLE_SERVICE))]
 FormField = Annotated[str | None, Form(max_length=MAX_FORM_FIELD)]
 
 OAUTH_ERRORS: dict[int | str, dict[str, object]] = {
@@ -245,9 +247,11 @@ async def jwks(context: Context) -> JSONResponse:
 
 @internal_router.get("/revocations", response_model=RevocationFeed)
 async def revocations(
+    _: Service,
     session: DbSession,
     after: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
 ) -> RevocationFeed:
-    """Revoked, not yet expired access tokens numbered above ``after`` (gateway's poll)."""
+    """Revoked, not yet expired access tokens numbered above ``after`` (the gateway's poll,
+    with its client-credentials token: who was signed out when is nobody else's business)."""
     return await service.revocation_feed(session, after, limit)

@@ -6,7 +6,9 @@
   ``GET /internal/revocations?after=<seq>`` →
   ``{"items": [{"jti", "expires_at", "seq"}], "cursor": <seq>}`` every
   ``revocation_poll_interval_seconds`` into a :class:`~bazaar.kit.tokens.RevocationList`,
-  so a revoked token is refused within about that long.
+  so a revoked token is refused within about that long. Auth answers the feed only to a
+  service: the gateway asks with its own client-credentials token, fetched from the same
+  replica and renewed once when refused.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any
 import aiohttp
 
 from bazaar.gateway.balancer import Balancer
+from bazaar.kit.errors import ServiceUnavailable
+from bazaar.kit.gateway_client import ClientCredentials
 from bazaar.kit.logging import get_logger
 from bazaar.kit.tokens import JwksCache, RevocationList
 
@@ -58,15 +62,23 @@ class RevocationFeed:
         auth_pool: str,
         *,
         interval: float,
+        credentials: ClientCredentials | None,
     ) -> None:
         self.revocations = revocations
         self._balancer = balancer
         self._auth_pool = auth_pool
         self._interval = interval
+        self._credentials = credentials
         self.synced_at: float | None = None
         self._failing = False
 
     async def run(self, http: aiohttp.ClientSession) -> None:
+        if self._credentials is None:
+            log.error(
+                "revocation_feed_without_credentials",
+                detail="BAZAAR_GATEWAY_CLIENT_ID/_SECRET are not set: auth will refuse the "
+                "feed, and revoked tokens stay usable until they expire",
+            )
         last_prune = time.monotonic()
         while True:
             await self.poll(http)
@@ -82,10 +94,19 @@ class RevocationFeed:
             return
         timeout = aiohttp.ClientTimeout(total=max(self._interval * 2, 1.0))
         try:
+            renew = renewed = False
             for _ in range(MAX_PAGES_PER_POLL):
                 url = f"{replica.url}{REVOCATIONS_PATH}"
                 params = {"after": str(self.revocations.cursor)}
-                async with http.get(url, params=params, timeout=timeout) as response:
+                headers = await self._headers(http, replica.url, renew=renew)
+                renew = False
+                async with http.get(
+                    url, params=params, headers=headers, timeout=timeout
+                ) as response:
+                    if response.status == 401 and self._credentials and not renewed:
+                        # A rotated key or a revoked token: a new one, once a poll.
+                        renew = renewed = True
+                        continue
                     response.raise_for_status()
                     page: Any = await response.json(content_type=None)
                 items = page.get("items") or []
@@ -98,7 +119,14 @@ class RevocationFeed:
                     self.revocations.cursor = max(int(item["seq"]) for item in items)
                 if not items:
                     break
-        except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError) as exc:
+        except (
+            aiohttp.ClientError,
+            ServiceUnavailable,
+            TimeoutError,
+            ValueError,
+            KeyError,
+            TypeError,
+        ) as exc:
             if not self._failing:
                 log.warning("revocation_feed_failed", replica=replica.url, error=repr(exc))
                 self._failing = True
@@ -107,3 +135,11 @@ class RevocationFeed:
             log.info("revocation_feed_restored", replica=replica.url)
             self._failing = False
         self.synced_at = time.monotonic()
+
+    async def _headers(
+        self, http: aiohttp.ClientSession, base_url: str, *, renew: bool
+    ) -> dict[str, str]:
+        if self._credentials is None:
+            return {}
+        token = await self._credentials.token(http, base_url, renew=renew)
+        return {"Authorization": f"Bearer {token}"}

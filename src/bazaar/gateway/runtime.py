@@ -24,6 +24,7 @@ from bazaar.gateway.routing import RouteTable, load_route_table
 from bazaar.gateway.settings import GatewaySettings
 from bazaar.gateway.upstream import UpstreamClient
 from bazaar.kit.config import PlatformSettings
+from bazaar.kit.gateway_client import ClientCredentials
 from bazaar.kit.logging import get_logger
 from bazaar.kit.tokens import RevocationList, TokenVerifier
 
@@ -60,6 +61,11 @@ class Gateway:
             self.balancer,
             settings.auth_pool,
             interval=settings.revocation_poll_interval_seconds,
+            credentials=ClientCredentials(
+                settings.client_id, settings.client_secret.get_secret_value()
+            )
+            if settings.client_id
+            else None,
         )
         self.openapi = OpenApiCatalog(
             self.routes, self.balancer, ttl=settings.openapi_cache_ttl_seconds

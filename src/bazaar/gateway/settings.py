@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, IPvAnyNetwork
+from pydantic import Field, IPvAnyNetwork, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ONE_MIB = 1024 * 1024
@@ -33,6 +33,11 @@ class GatewaySettings(BaseSettings):
     trusted_proxies: list[IPvAnyNetwork] = Field(default_factory=list)
     # The pool whose replicas serve the signing keys and the revocation feed.
     auth_pool: str = "auth"
+    # The gateway's client-credentials identity (a service client registered with auth;
+    # `bazaar up` registers one): auth's revocation feed answers only services. Without
+    # it the gateway cannot follow revocations, and says so at start and on every outage.
+    client_id: str = ""
+    client_secret: SecretStr = SecretStr("")
 
     # --- forwarding ---------------------------------------------------------------------
     # One try: the response head must start within this long after the request was

@@ -96,7 +96,8 @@ GATEWAY = ServiceSpec(
     app="bazaar.gateway.app:serve",
     kind="main",
     database=False,
-    client=False,
+    # Its client-credentials token reads auth's revocation feed.
+    client=True,
     readiness_path=None,
     # The portal calls the API on behalf of browsers from this machine: keep the browser's
     # address it forwards (auth throttles sign-ins per address). On one machine this also

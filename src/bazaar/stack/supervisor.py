@@ -388,7 +388,7 @@ class Stack:
         self.output.event(f"databases migrated: {migrated} ({time.monotonic() - started:.1f}s)")
 
     async def _register_clients(self) -> None:
-        clients = [spec.name for spec in self.services if spec.client]
+        clients = [spec.name for spec in (*self.services, GATEWAY) if spec.client]
         self.client_secrets = load_client_secrets(self.data_dir, clients)
         self.signing_key_passphrase = signing_key_passphrase(self.data_dir)
         if "auth" in self.database_urls:

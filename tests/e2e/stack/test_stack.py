@@ -17,7 +17,7 @@ from bazaar.auth.keys import ENCRYPTED_PEM_HEADER
 from bazaar.kit.db import asyncpg_dsn
 from bazaar.kit.testing import wait_for
 from bazaar.stack.supervisor import Stack
-from tests.e2e.conftest import E2EUser
+from tests.e2e.conftest import E2EUser, MakeUser
 
 pytestmark = pytest.mark.e2e
 
@@ -130,6 +130,23 @@ async def test_a_seller_creates_an_item_through_the_gateway(
         return response.status_code == 200 and response.json()["title"] == "Piano lesson"
 
     await wait_for(listed, timeout=10, message="the item to be readable through the gateway")
+
+
+async def test_a_revoked_token_is_refused_by_the_gateway_in_front_of_every_service(
+    gateway: httpx.AsyncClient, make_user: MakeUser
+) -> None:
+    """Only the gateway and auth check revocations; the gateway learns them from auth's
+    feed, which answers only a service: the stack registers the gateway as one."""
+    customer = await make_user()
+    assert (await gateway.get("/api/orders", headers=customer.headers)).status_code == 200
+    revoked = await gateway.post("/api/auth/revoke", data={"token": customer.token})
+    assert revoked.status_code == 200
+
+    async def refused() -> bool:
+        response = await gateway.get("/api/orders", headers=customer.headers)
+        return response.status_code == 401
+
+    await wait_for(refused, timeout=10, message="the gateway to refuse the revoked token")
 
 
 async def test_a_second_stack_on_the_same_data_directory_is_refused(stack: Stack) -> None:

@@ -14,9 +14,11 @@ from fastapi import FastAPI
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bazaar.auth.admin import ensure_service_client
 from bazaar.auth.app import create_app
 from bazaar.auth.settings import AuthSettings
 from bazaar.kit.config import PlatformSettings
+from bazaar.kit.db import transaction
 from bazaar.kit.testing import running_app
 
 ADMIN_EMAIL = "root@example.com"
@@ -116,6 +118,33 @@ class Auth:
 
     async def kids(self) -> list[str]:
         return [key["kid"] for key in (await self.jwks())["keys"]]
+
+    async def service_token(self, client_id: str = "gateway") -> str:
+        """A client-credentials token of a service client (registered here if new)."""
+        secret = f"{client_id}-secret"
+        async with transaction(self.sessions) as session:
+            await ensure_service_client(session, client_id, secret)
+        response = await self.http.post(
+            "/api/auth/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": client_id,
+                "client_secret": secret,
+            },
+        )
+        assert response.status_code == 200, response.text
+        return str(response.json()["access_token"])
+
+    async def feed(self, **params: int) -> dict[str, Any]:
+        """The revocation feed, read as the gateway does (with a service's token)."""
+        response = await self.http.get(
+            "/internal/revocations",
+            params={name: str(value) for name, value in params.items()},
+            headers=bearer(await self.service_token()),
+        )
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
 
 
 def bearer(access_token: str) -> dict[str, str]:

@@ -13,7 +13,13 @@ from bazaar.contracts import auth as contract
 from bazaar.kit.config import PlatformSettings
 from bazaar.kit.db import transaction
 from bazaar.kit.testing import read_topic, wait_for
-from tests.integration.auth.support import Auth, auth_settings, claims_of, running_auth
+from tests.integration.auth.support import (
+    Auth,
+    auth_settings,
+    bearer,
+    claims_of,
+    running_auth,
+)
 
 
 async def test_a_valid_access_token_is_active(auth: Auth) -> None:
@@ -66,7 +72,7 @@ async def test_a_revoked_access_token_is_refused_and_announced(auth: Auth) -> No
     refused = await auth.me(tokens["access_token"])
     assert refused.status_code == 401
     assert refused.headers["www-authenticate"] == 'Bearer error="invalid_token"'
-    feed = (await auth.http.get("/internal/revocations", params={"after": 0})).json()
+    feed = await auth.feed(after=0)
     assert [item["jti"] for item in feed["items"]] == [jti]
     assert feed["items"][0]["expires_at"] == claims_of(tokens["access_token"])["exp"]
     assert feed["cursor"] == feed["items"][0]["seq"]
@@ -100,7 +106,7 @@ async def test_revoking_anything_answers_200_and_records_a_token_once(auth: Auth
 
     for token in ["garbage", "a.b.c", tokens["access_token"]]:
         assert (await auth.revoke(token)).status_code == 200
-    feed = (await auth.http.get("/internal/revocations")).json()
+    feed = await auth.feed()
     assert len(feed["items"]) == 1
 
 
@@ -117,11 +123,9 @@ async def test_the_feed_pages_by_sequence_and_skips_expired_entries(auth: Auth) 
         await auth.revoke(token)
     jtis = [claims_of(token)["jti"] for token in tokens]
 
-    first = (await auth.http.get("/internal/revocations", params={"limit": 2})).json()
-    second = (
-        await auth.http.get("/internal/revocations", params={"after": first["cursor"]})
-    ).json()
-    last = (await auth.http.get("/internal/revocations", params={"after": second["cursor"]})).json()
+    first = await auth.feed(limit=2)
+    second = await auth.feed(after=first["cursor"])
+    last = await auth.feed(after=second["cursor"])
 
     assert [item["jti"] for item in first["items"]] == jtis[:1]
     assert first["has_more"] is True
@@ -144,3 +148,25 @@ async def test_a_revocation_reaches_the_other_replicas(
             return (await other.me(tokens["access_token"])).status_code == 401
 
         await wait_for(refused_by_other, timeout=1.0, message="the other replica refuses it")
+
+
+async def test_the_revocation_feed_answers_services_only(auth: Auth) -> None:
+    """Who was signed out when is nobody else's business: anonymous callers and users
+    (even admins) are refused; a service's client-credentials token reads it."""
+    _, tokens = await auth.new_user()
+    await auth.revoke(tokens["access_token"])
+
+    anonymous = await auth.http.get("/internal/revocations")
+    assert anonymous.status_code == 401
+    assert anonymous.headers["content-type"].startswith("application/problem+json")
+    not_a_token = await auth.http.get(
+        "/internal/revocations", headers=bearer(tokens["refresh_token"])
+    )
+    assert not_a_token.status_code == 401
+    for token in ((await auth.new_user())[1]["access_token"], await auth.admin_token()):
+        forbidden = await auth.http.get("/internal/revocations", headers=bearer(token))
+        assert forbidden.status_code == 403, forbidden.text
+        assert forbidden.json()["code"] == "forbidden"
+
+    feed = await auth.feed()
+    assert [item["jti"] for item in feed["items"]] == [claims_of(tokens["access_token"])["jti"]]

@@ -22,6 +22,7 @@ from bazaar.kit.config import PlatformSettings
 from bazaar.kit.testing import wait_for
 from tests.integration.gateway.standins import (
     AUDIENCE,
+    GATEWAY_CLIENT,
     ISSUER,
     AuthStandIn,
     EchoUpstream,
@@ -108,6 +109,8 @@ def start_gateway(servers: list[RunningServer]) -> StartGateway:
         values: dict[str, Any] = {
             "health_check_interval_seconds": 0.2,
             "health_check_timeout_seconds": 0.5,
+            "client_id": GATEWAY_CLIENT[0],
+            "client_secret": GATEWAY_CLIENT[1],
         }
         values.update(overrides)
         settings = GatewaySettings(upstreams=upstreams, **values)

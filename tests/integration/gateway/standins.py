@@ -100,17 +100,26 @@ class RunningServer:
 # --- the auth stand-in ----------------------------------------------------------------
 
 
+GATEWAY_CLIENT = ("gateway", "gateway-client-secret")
+
+
 class AuthStandIn:
-    """The auth service as the gateway sees it: keys, revocation feed, health."""
+    """The auth service as the gateway sees it: keys, revocation feed (for a service's
+    token only, as auth's), the client-credentials grant, health."""
 
     def __init__(self, keys: list[SigningKey]) -> None:
         self.keys = list(keys)
         self.revoked: list[dict[str, Any]] = []
         self.jwks_fetches = 0
         self.feed_polls = 0
+        self.feed_refusals = 0
+        self.tokens_issued: list[str] = []
+        # Tokens the feed takes: the client's latest (expire_tokens() drops them all).
+        self.valid_tokens: set[str] = set()
         self.app = web.Application()
         self.app.router.add_get("/api/auth/jwks.json", self._jwks)
         self.app.router.add_get("/internal/revocations", self._revocations)
+        self.app.router.add_post("/api/auth/token", self._token)
         self.app.router.add_get("/healthz", self._healthz)
         self.app.router.add_route("*", "/api/auth/{tail:.*}", echo)
 
@@ -121,7 +130,25 @@ class AuthStandIn:
         self.jwks_fetches += 1
         return web.json_response({"keys": [key.public_jwk() for key in self.keys]})
 
+    def expire_tokens(self) -> None:
+        self.valid_tokens.clear()
+
+    async def _token(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        if form.get("grant_type") != "client_credentials":
+            return await echo(request)  # a user's sign-in through the gateway
+        if (form.get("client_id"), form.get("client_secret")) != GATEWAY_CLIENT:
+            return web.json_response({"error": "invalid_client"}, status=401)
+        token = f"service-token-{len(self.tokens_issued) + 1}"
+        self.tokens_issued.append(token)
+        self.valid_tokens = {token}
+        return web.json_response({"access_token": token, "token_type": "Bearer", "expires_in": 300})
+
     async def _revocations(self, request: web.Request) -> web.Response:
+        presented = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if presented not in self.valid_tokens:
+            self.feed_refusals += 1
+            return web.json_response({"detail": "a service's token is required"}, status=401)
         self.feed_polls += 1
         after = int(request.query.get("after", "0"))
         items = [item for item in self.revoked if item["seq"] > after]

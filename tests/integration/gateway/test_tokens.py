@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import time
 
 import aiohttp
@@ -13,7 +14,7 @@ import jwt
 import pytest
 
 from bazaar.kit.testing import wait_for
-from tests.integration.gateway.conftest import GatewayUnderTest, Keys, bearer
+from tests.integration.gateway.conftest import GatewayUnderTest, Keys, StartGateway, bearer
 from tests.integration.gateway.standins import AuthStandIn, EchoUpstream, RunningServer
 
 PUBLIC_PATH = "/api/catalog/items"
@@ -163,3 +164,49 @@ async def test_a_revoked_token_is_refused_within_a_second(
     other = keys.current.token(["customer"], sub=claims["sub"])
     async with http.get(gateway.api(PRIVATE_PATH), headers=bearer(other)) as response:
         assert response.status == 200
+
+
+async def test_the_gateway_reads_the_revocation_feed_with_its_own_service_token(
+    auth: tuple[AuthStandIn, RunningServer],
+    start_gateway: StartGateway,
+    keys: Keys,
+    http: aiohttp.ClientSession,
+) -> None:
+    """Auth answers the feed only to a service: the gateway asks with its client-credentials
+    token, and a token auth no longer takes (a rotated key) is replaced at once."""
+    standin, server = auth
+    gateway = await start_gateway({"auth": [server.url]})
+    await wait_for(lambda: standin.feed_polls > 0, message="a first poll of the feed")
+    assert standin.tokens_issued == ["service-token-1"]
+    assert standin.feed_refusals == 0
+
+    standin.expire_tokens()
+    polls = standin.feed_polls
+    await wait_for(lambda: standin.feed_polls > polls, message="a poll with a new token")
+    assert standin.tokens_issued == ["service-token-1", "service-token-2"]
+    assert standin.feed_refusals == 1
+    token = keys.current.token(["customer"])
+    claims = jwt.decode(token, options={"verify_signature": False})
+    standin.revoke(claims["jti"], claims["exp"])
+    await wait_for(
+        lambda: claims["jti"] in gateway.gateway.revocations,
+        message="the revocation followed",
+    )
+
+
+async def test_without_credentials_the_feed_is_refused_and_the_gateway_says_so(
+    auth: tuple[AuthStandIn, RunningServer],
+    start_gateway: StartGateway,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    caplog.set_level(logging.INFO)
+    standin, server = auth
+    await start_gateway({"auth": [server.url]}, client_id="", client_secret="")
+    await wait_for(lambda: standin.feed_refusals > 0, message="the feed refused")
+    assert standin.feed_polls == 0
+    assert standin.tokens_issued == []
+    captured = capsys.readouterr()
+    logged = caplog.text + captured.out + captured.err
+    assert "revocation_feed_without_credentials" in logged
+    assert "revocation_feed_failed" in logged
