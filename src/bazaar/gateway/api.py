@@ -9,8 +9,6 @@ forwarder streams the service's answer back. The gateway's own endpoints are
 
 from __future__ import annotations
 
-import os
-import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -26,6 +24,7 @@ from bazaar.gateway.openapi import DOCS_PAGE, docs_assets
 from bazaar.gateway.runtime import Gateway
 from bazaar.kit.errors import DomainError, InvalidToken, NotFound
 from bazaar.kit.logging import get_logger
+from bazaar.kit.requestcontext import sane_request_id
 
 if TYPE_CHECKING:
     from aiohttp.web_urldispatcher import _InfoDict
@@ -33,19 +32,10 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 GATEWAY = web.AppKey("gateway", Gateway)
-_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 STAFF_ROLES = frozenset({"support", "admin"})
 OWN_PREFIX = "gateway"
 
 OwnHandler = Callable[[web.Request, Gateway], Awaitable[web.StreamResponse]]
-
-
-def request_id_of(request: web.Request) -> str:
-    """The caller's ``X-Request-ID`` when it is sane, else a new one."""
-    value = request.headers.get("X-Request-ID")
-    if value is not None and _SANE_REQUEST_ID.fullmatch(value):
-        return value
-    return os.urandom(16).hex()
 
 
 def _json(value: Any, status: int = 200) -> web.Response:
@@ -59,7 +49,7 @@ async def proxy_request(request: web.Request) -> web.StreamResponse:
     """Check, limit and forward one request to its service."""
     gateway = request.app[GATEWAY]
     started = time.perf_counter()
-    request_id = request_id_of(request)
+    request_id = sane_request_id(request.headers.get("X-Request-ID"))
     prefix = "unmatched"
     try:
         path = request.path
@@ -108,7 +98,7 @@ def own_endpoint(handler: OwnHandler) -> Callable[[web.Request], Awaitable[web.S
     async def endpoint(request: web.Request) -> web.StreamResponse:
         gateway = request.app[GATEWAY]
         started = time.perf_counter()
-        request_id = request_id_of(request)
+        request_id = sane_request_id(request.headers.get("X-Request-ID"))
         try:
             response = await handler(request, gateway)
             response.headers["X-Request-ID"] = request_id
@@ -177,7 +167,7 @@ async def readyz(request: web.Request, gateway: Gateway) -> web.StreamResponse:
             "not_ready",
             "Not ready",
             "The first health check of the upstreams has not finished",
-            request_id=request_id_of(request),
+            request_id=sane_request_id(request.headers.get("X-Request-ID")),
         )
     return _json({"status": "ready"})
 

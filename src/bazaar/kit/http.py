@@ -8,9 +8,7 @@ by route template. Services add their routers and a lifespan.
 
 from __future__ import annotations
 
-import re
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Annotated, Any
@@ -28,7 +26,7 @@ from bazaar.kit.db import transaction
 from bazaar.kit.errors import DomainError, Forbidden, InvalidToken, problem_body
 from bazaar.kit.idempotency import JSONBytesResponse
 from bazaar.kit.logging import get_logger
-from bazaar.kit.requestcontext import current_request_id
+from bazaar.kit.requestcontext import current_request_id, sane_request_id
 from bazaar.kit.telemetry import span, trace_id_of
 from bazaar.kit.tokens import Principal, TokenVerifier, bearer_token
 
@@ -36,8 +34,6 @@ log = get_logger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 REQUEST_ID_HEADER = b"x-request-id"
-_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-
 HTTP_REQUESTS = Counter(
     "bazaar_http_requests_total",
     "HTTP requests answered, by route template, method and status",
@@ -51,13 +47,6 @@ HTTP_LATENCY = Histogram(
 )
 
 ReadinessCheck = Callable[[], Awaitable[None]]
-
-
-def sane_request_id(value: str | None) -> str:
-    """The caller's request id when it is sane, else a new one."""
-    if value and _SANE_REQUEST_ID.match(value):
-        return value
-    return uuid.uuid4().hex
 
 
 class ProblemResponse(JSONBytesResponse):
