@@ -8,9 +8,6 @@ key of its own (``pay-<payment id>``), so tests never see each other's charges. 
 from __future__ import annotations
 
 import itertools
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -34,8 +31,8 @@ from bazaar.payments.app import create_app
 from bazaar.payments.models import Payment, PaymentAttempt
 from bazaar.payments.processor import PaymentProcessor
 from bazaar.payments.settings import PaymentsSettings
-from bazaar.stack.ports import free_port
 from tests.integration.peers import envelope_of, send
+from tests.integration.processes import SandboxProcess
 
 API_KEY = "sk_test_payments"
 # Longer than the service's deadline for one call (PROVIDER_TIMEOUT) by a margin.
@@ -51,81 +48,13 @@ CARDS = {
 }
 
 
-class Sandbox:
-    """The provider sandbox as a process over one data directory; stoppable and restartable."""
+class Sandbox(SandboxProcess):
+    """The provider sandbox with the payments tests' key and slow-card delay."""
 
     def __init__(self, data_dir: Path, output: Path) -> None:
-        self.data_dir = data_dir
-        self.output = output
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        self._spawn()
-        await wait_for(self._healthy, timeout=30, message="the sandbox to answer /healthz")
-
-    def _spawn(self) -> None:
-        env = {
-            **os.environ,
-            "BAZAAR_PSP_SANDBOX_DATA_DIR": str(self.data_dir),
-            "BAZAAR_PSP_SANDBOX_SLOW_CARD_DELAY_SECONDS": str(SLOW_CARD_DELAY_SECONDS),
-            "BAZAAR_PSP_SANDBOX_API_KEY": API_KEY,
-            "BAZAAR_LOG_FORMAT": "json",
-        }
-        with self.output.open("ab") as output:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "--factory",
-                    "bazaar.psp_sandbox.app:create_app",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                ],
-                env=env,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    async def _healthy(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(f"the sandbox exited: {self.output.read_text()[-2000:]}")
-        try:
-            async with httpx.AsyncClient(timeout=1) as client:
-                return (await client.get(f"{self.url}/healthz")).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.process = None
-
-    async def charges(self, key: str | None = None) -> list[dict[str, Any]]:
-        """The sandbox's own ledger: every charge it made (under ``key``, if given)."""
-        params = {"idempotency_key": key} if key else {}
-        async with httpx.AsyncClient(
-            base_url=self.url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30
-        ) as client:
-            response = await client.get("/v1/charges", params=params)
-        response.raise_for_status()
-        items: list[dict[str, Any]] = response.json()["items"]
-        return items
+        super().__init__(
+            data_dir, output, api_key=API_KEY, slow_card_delay_seconds=SLOW_CARD_DELAY_SECONDS
+        )
 
 
 @pytest.fixture(scope="session")

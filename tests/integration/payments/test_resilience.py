@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -25,7 +21,6 @@ from bazaar.kit.db import transaction
 from bazaar.kit.testing import TokenIssuer, read_topic, wait_for
 from bazaar.payments import service
 from bazaar.payments.models import Payment
-from bazaar.stack.ports import free_port
 from tests.integration.payments.conftest import (
     API_KEY,
     CARDS,
@@ -35,67 +30,14 @@ from tests.integration.payments.conftest import (
     charge_command,
     payments_service,
 )
-
-
-class PaymentsProcess:
-    """The payments service as its own process (uvicorn), so that it can be killed."""
-
-    def __init__(self, env: dict[str, str], output: Path) -> None:
-        self.env = env
-        self.output = output
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        self._spawn()
-        await wait_for(self._ready, timeout=30, message="the payments process to be ready")
-
-    def _spawn(self) -> None:
-        with self.output.open("ab") as output:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "--factory",
-                    "bazaar.payments.app:create_app",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                ],
-                env={**os.environ, **self.env},
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    async def _ready(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(f"payments exited: {self.output.read_text()[-3000:]}")
-        try:
-            async with httpx.AsyncClient(timeout=1) as client:
-                return (await client.get(f"{self.url}/readyz")).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown, no cleanup, like a machine losing power."""
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-        self.process = None
+from tests.integration.processes import AppProcess
 
 
 @pytest.fixture
 async def payments_process(
     database: URL, platform_settings: PlatformSettings, sandbox: Sandbox, tmp_path: Path
-) -> AsyncIterator[PaymentsProcess]:
+) -> AsyncIterator[AppProcess]:
+    """The payments service as its own process, so that it can be killed."""
     env = {
         "BAZAAR_PAYMENTS_DATABASE_URL": database.render_as_string(hide_password=False),
         "BAZAAR_PAYMENTS_PSP_URL": sandbox.url,
@@ -111,7 +53,9 @@ async def payments_process(
         "BAZAAR_AUTH_AUDIENCE": platform_settings.auth_audience,
         "BAZAAR_JWKS_URL": platform_settings.jwks_url,
     }
-    process = PaymentsProcess(env, tmp_path / "payments.log")
+    process = AppProcess(
+        "bazaar.payments.app:create_app", env, tmp_path / "payments.log", ready_path="/readyz"
+    )
     await process.start()
     try:
         yield process
@@ -120,7 +64,7 @@ async def payments_process(
 
 
 async def test_a_payment_left_processing_by_a_killed_process_is_finished_by_the_next(
-    payments_process: PaymentsProcess,
+    payments_process: AppProcess,
     database: URL,
     platform_settings: PlatformSettings,
     token_issuer: TokenIssuer,
