@@ -18,7 +18,6 @@ import asyncio
 import base64
 import hashlib
 import json
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -133,24 +132,16 @@ class LocalJwksCache(JwksCache):
     ) -> None:
         super().__init__("", min_refresh_interval=min_refresh_interval)
         self._reload = reload
-        self._reload_lock = asyncio.Lock()
-        self._last_reload = 0.0
-        self._reload_interval = min_refresh_interval
 
-    async def refresh(self) -> None:
-        async with self._reload_lock:
-            now = time.monotonic()
-            if now - self._last_reload < self._reload_interval:
-                return
-            self._last_reload = now
-            try:
-                await self._reload()
-            except (SQLAlchemyError, OSError) as exc:
-                log.warning("signing_keys_reload_failed", error=repr(exc))
-            except SigningKeyLocked as exc:
-                # A key made elsewhere with another passphrase: keep signing with the keys
-                # loaded, and say so loudly (tokens it signs will not be issued here).
-                log.error("signing_keys_reload_failed", error=str(exc))
+    async def _fetch(self) -> None:
+        try:
+            await self._reload()
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("signing_keys_reload_failed", error=repr(exc))
+        except SigningKeyLocked as exc:
+            # A key made elsewhere with another passphrase: keep signing with the keys
+            # loaded, and say so loudly (tokens it signs will not be issued here).
+            log.error("signing_keys_reload_failed", error=str(exc))
 
 
 class KeyRing:

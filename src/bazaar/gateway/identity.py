@@ -44,12 +44,11 @@ class UpstreamJwksCache(JwksCache):
         self._balancer = balancer
         self._auth_pool = auth_pool
 
-    async def refresh(self) -> None:
+    async def _fetch(self) -> None:
         replica = self._balancer.pick(self._auth_pool)
         if replica is None:
             return
-        self.url = replica.url + JWKS_PATH
-        await super().refresh()
+        await self._fetch_jwks(replica.url + JWKS_PATH)
 
 
 class RevocationFeed:

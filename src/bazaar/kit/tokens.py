@@ -71,21 +71,30 @@ class JwksCache:
         return self._keys.get(kid)
 
     async def refresh(self) -> None:
-        """Fetch the JWKS unless it was fetched less than ``min_refresh_interval`` ago."""
+        """Get the keys again, unless that was done less than ``min_refresh_interval`` ago:
+        a flood of unknown ``kid``s must not become a flood of fetches. Subclasses change
+        where the keys come from (:meth:`_fetch`), never this throttle."""
         async with self._lock:
             now = time.monotonic()
             if now - self._last_fetch < self._min_interval:
                 return
             self._last_fetch = now
-            if self._http is None:
-                self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
-            try:
-                async with self._http.get(self.url) as response:
-                    response.raise_for_status()
-                    self.set_keys(await response.json())
-            except (aiohttp.ClientError, TimeoutError, ValueError):
-                # Keep the keys we have; an unknown kid stays unknown until auth answers.
-                return
+            await self._fetch()
+
+    async def _fetch(self) -> None:
+        """Where the keys come from: the JWKS at ``url``."""
+        await self._fetch_jwks(self.url)
+
+    async def _fetch_jwks(self, url: str) -> None:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
+        try:
+            async with self._http.get(url) as response:
+                response.raise_for_status()
+                self.set_keys(await response.json())
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            # Keep the keys we have; an unknown kid stays unknown until auth answers.
+            return
 
     async def close(self) -> None:
         if self._http is not None:
