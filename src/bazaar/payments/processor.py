@@ -53,7 +53,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 from bazaar.contracts.payments import CancelPayment, ChargePayment
 from bazaar.kit.db import asyncpg_dsn, transaction
 from bazaar.kit.errors import IdempotencyKeyReused
-from bazaar.kit.idempotency import request_fingerprint
+from bazaar.kit.idempotency import claim_key, request_fingerprint, store_response
 from bazaar.kit.logging import get_logger
 from bazaar.kit.requestcontext import current_correlation_id
 from bazaar.kit.tokens import Principal
@@ -614,7 +614,9 @@ class PaymentProcessor:
         With an Idempotency-Key, the key is claimed with the payment's id in the first
         transaction and the answer stored in the last: a repeat (also a concurrent one)
         finds the same payment and gets the first stored answer; the provider is called
-        for it once, under the payment's own key.
+        for it once, under the payment's own key. (``respond_once`` would hold the key's
+        transaction open across the provider call: the same table and rules, in two
+        steps, through :func:`~bazaar.kit.idempotency.claim_key` and ``store_response``.)
         """
         payment_id = uuid.uuid4()
         fingerprint = request_fingerprint(data)
@@ -622,13 +624,13 @@ class PaymentProcessor:
         async with transaction(self._sessions) as session:
             earlier = None
             if key is not None:
-                earlier = await repository.claim_idempotency_key(
+                earlier = await claim_key(
                     session,
                     principal=caller.subject,
                     scope=CREATE_SCOPE,
                     key=key,
                     request_hash=fingerprint,
-                    payment_id=payment_id,
+                    note=str(payment_id),
                 )
             if earlier is None:
                 await service.open_payment(session, payment_id, data, correlation_id)
@@ -637,7 +639,8 @@ class PaymentProcessor:
             elif earlier.response is not None:
                 return HttpAnswer(earlier.status_code or 201, earlier.response, replayed=True)
             else:
-                payment_id = earlier.payment_id
+                assert earlier.note is not None, "a payment's key notes the payment's id"
+                payment_id = uuid.UUID(earlier.note)
         await self.process_now(payment_id)
         async with transaction(self._sessions) as session:
             payment = await repository.get_payment(session, payment_id)
@@ -646,7 +649,7 @@ class PaymentProcessor:
             body = service.payment_view(payment).model_dump(mode="json")
             if key is None:
                 return HttpAnswer(201, body, replayed=False)
-            stored = await repository.store_idempotent_response(
+            stored = await store_response(
                 session,
                 principal=caller.subject,
                 scope=CREATE_SCOPE,

@@ -11,7 +11,6 @@ from typing import Any
 from sqlalchemy import (
     Table,
     and_,
-    delete,
     exists,
     func,
     literal,
@@ -24,8 +23,6 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bazaar.kit.idempotency import KEY_LIFETIME
-from bazaar.kit.tables import idempotency_keys
 from bazaar.payments.models import (
     EarlyCancellation,
     LedgerEntry,
@@ -362,103 +359,3 @@ async def get_early_cancellation(
     session: AsyncSession, payment_id: uuid.UUID
 ) -> EarlyCancellation | None:
     return await session.get(EarlyCancellation, payment_id)
-
-
-# --- Idempotency-Key records of POST /api/payments -------------------------------------
-#
-# kit.idempotency.respond_once keeps the key in the request's transaction until the
-# answer is stored, which would hold a transaction open across the provider call. A
-# payment is recorded, charged and answered in separate transactions instead, so the
-# key is claimed in the first (with the payment's id in ``note``) and the answer
-# stored in the last. Same table, same rules (24 hours, same body or 422).
-
-
-@dataclass(frozen=True, slots=True)
-class IdempotencyRecord:
-    request_hash: str
-    payment_id: uuid.UUID
-    status_code: int | None
-    response: Any
-
-
-def _key_filter(principal: str, scope: str, key: str) -> Any:
-    return and_(
-        idempotency_keys.c.principal == principal,
-        idempotency_keys.c.scope == scope,
-        idempotency_keys.c.key == key,
-    )
-
-
-async def claim_idempotency_key(
-    session: AsyncSession,
-    *,
-    principal: str,
-    scope: str,
-    key: str,
-    request_hash: str,
-    payment_id: uuid.UUID,
-) -> IdempotencyRecord | None:
-    """Take the key for ``payment_id``: None when taken now, else the earlier record.
-
-    A concurrent taker waits on the unique index until the first transaction ends.
-    """
-    where = _key_filter(principal, scope, key)
-    await session.execute(
-        delete(idempotency_keys).where(
-            where, idempotency_keys.c.created_at < func.now() - KEY_LIFETIME
-        )
-    )
-    taken = await session.execute(
-        insert(idempotency_keys)
-        .values(
-            principal=principal,
-            scope=scope,
-            key=key,
-            request_hash=request_hash,
-            note=str(payment_id),
-        )
-        .on_conflict_do_nothing()
-        .returning(idempotency_keys.c.key)
-    )
-    if taken.first() is not None:
-        return None
-    return await get_idempotency_record(session, principal=principal, scope=scope, key=key)
-
-
-async def get_idempotency_record(
-    session: AsyncSession, *, principal: str, scope: str, key: str
-) -> IdempotencyRecord:
-    row = (
-        await session.execute(
-            select(
-                idempotency_keys.c.request_hash,
-                idempotency_keys.c.note,
-                idempotency_keys.c.status_code,
-                idempotency_keys.c.response,
-            ).where(_key_filter(principal, scope, key))
-        )
-    ).one()
-    return IdempotencyRecord(
-        request_hash=row.request_hash,
-        payment_id=uuid.UUID(row.note),
-        status_code=row.status_code,
-        response=row.response,
-    )
-
-
-async def store_idempotent_response(
-    session: AsyncSession,
-    *,
-    principal: str,
-    scope: str,
-    key: str,
-    status_code: int,
-    response: Any,
-) -> IdempotencyRecord:
-    """Store the first answer for the key; whoever stores first decides what all repeat."""
-    await session.execute(
-        update(idempotency_keys)
-        .where(_key_filter(principal, scope, key), idempotency_keys.c.response.is_(None))
-        .values(status_code=status_code, response=response)
-    )
-    return await get_idempotency_record(session, principal=principal, scope=scope, key=key)
