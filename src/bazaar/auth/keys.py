@@ -134,14 +134,7 @@ class LocalJwksCache(JwksCache):
         self._reload = reload
 
     async def _fetch(self) -> None:
-        try:
-            await self._reload()
-        except (SQLAlchemyError, OSError) as exc:
-            log.warning("signing_keys_reload_failed", error=repr(exc))
-        except SigningKeyLocked as exc:
-            # A key made elsewhere with another passphrase: keep signing with the keys
-            # loaded, and say so loudly (tokens it signs will not be issued here).
-            log.error("signing_keys_reload_failed", error=str(exc))
+        await self._reload()
 
 
 class KeyRing:
@@ -166,7 +159,7 @@ class KeyRing:
         self._keys: tuple[PublishedKey, ...] = ()
         self._private: dict[str, rsa.RSAPrivateKey] = {}
         self._jwks: dict[str, Any] = {"keys": []}
-        self.jwks_cache = LocalJwksCache(self.reload)
+        self.jwks_cache = LocalJwksCache(self.reload_or_keep)
 
     def jwks(self) -> dict[str, Any]:
         """The public keys to publish (active first, then retired ones still in use)."""
@@ -204,18 +197,23 @@ class KeyRing:
             raise RuntimeError("no signing key is loaded")
         return jwt.encode(claims, self._private[kid], algorithm=ALGORITHM, headers={"kid": kid})
 
+    async def reload_or_keep(self) -> None:
+        """:meth:`reload`, or, when it fails, keep the keys loaded and say why (a reload in
+        the background or on an unknown ``kid`` must not take signing down)."""
+        try:
+            await self.reload()
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("signing_keys_reload_failed", error=repr(exc))
+        except SigningKeyLocked as exc:
+            # A key made elsewhere with another passphrase: keep signing with the keys
+            # loaded, and say so loudly (tokens it signs will not be issued here).
+            log.error("signing_keys_reload_failed", error=str(exc))
+
     async def keep_reloading(self) -> None:
         """Re-read the keys every reload interval, until cancelled."""
         while True:
             await asyncio.sleep(self._reload_interval)
-            try:
-                await self.reload()
-            except (SQLAlchemyError, OSError) as exc:
-                log.warning("signing_keys_reload_failed", error=repr(exc))
-            except SigningKeyLocked as exc:
-                # A key made elsewhere with another passphrase: keep signing with the keys
-                # loaded, and say so loudly (tokens it signs will not be issued here).
-                log.error("signing_keys_reload_failed", error=str(exc))
+            await self.reload_or_keep()
 
 
 class SigningKeyLocked(RuntimeError):

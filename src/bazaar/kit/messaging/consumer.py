@@ -128,11 +128,16 @@ class OffsetCommits:
     def handled(self, partition: TopicPartition, next_offset: int) -> None:
         self._handled[partition] = max(next_offset, self._handled.get(partition, 0))
 
+    @property
+    def committing(self) -> bool:
+        """Whether a commit is on its way to the broker."""
+        return self._task is not None and not self._task.done()
+
     def commit_handled(self, *, idle: bool = False) -> bool:
         """Start committing what is handled, unless a commit is still on its way or (while
         messages keep coming, not ``idle``) the last one started less than the interval
         ago; whether it started one."""
-        if not self._handled or (self._task is not None and not self._task.done()):
+        if not self._handled or self.committing:
             return False
         now = asyncio.get_running_loop().time()
         if not idle and now - self._last_started < self._interval:
