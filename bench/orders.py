@@ -162,6 +162,8 @@ def parse(argv: list[str]) -> Options:
         "--idle-seconds", type=float, default=10.0, help="how long the idle stack is watched"
     )
     arguments = parser.parse_args(argv)
+    if arguments.profile and shutil.which("py-spy") is None:
+        parser.error("--profile needs py-spy on PATH (make install puts it in .venv/bin)")
     replicas = {}
     for part in filter(None, arguments.replicas.split(",")):
         name, _, count = part.partition("=")
