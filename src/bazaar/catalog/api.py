@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, status
 from bazaar.catalog import service
 from bazaar.catalog.schemas import ItemCreate, ItemPage, ItemRead, ItemUpdate
 from bazaar.kit.errors import ValidationFailed
-from bazaar.kit.http import DbSession, require_roles
+from bazaar.kit.http import DbSession, ReadSession, require_roles
 from bazaar.kit.pagination import Page
 from bazaar.kit.tokens import Principal
 
@@ -23,7 +23,7 @@ MAX_IDS = 100
 
 @router.get("/items", response_model=ItemPage)
 async def list_items(
-    session: DbSession,
+    session: ReadSession,
     page: Page,
     q: Annotated[str | None, Query(max_length=200, description="Full-text search")] = None,
     kind: Literal["good", "service"] | None = None,
@@ -69,7 +69,7 @@ def _parse_ids(raw: str) -> list[uuid.UUID]:
 
 
 @router.get("/items/{item_id}", response_model=ItemRead)
-async def get_item(item_id: uuid.UUID, session: DbSession) -> ItemRead:
+async def get_item(item_id: uuid.UUID, session: ReadSession) -> ItemRead:
     return await service.get_item(session, item_id)
 
 

@@ -75,6 +75,22 @@ def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSessi
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
+def create_read_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions that open no transaction (the pool's connections in autocommit), for
+    answers read by one statement.
+
+    A transaction costs two round trips of its own (BEGIN, then COMMIT), as many as the
+    read it wraps: a price look-up that every order makes pays them for nothing, since
+    one statement sees one snapshot anyway. Several statements here would each see what
+    was committed when it started, so an answer that reads more than once, or writes,
+    takes a transaction (:func:`transaction`)."""
+    return async_sessionmaker(
+        engine.execution_options(isolation_level="AUTOCOMMIT"),
+        expire_on_commit=False,
+        autoflush=False,
+    )
+
+
 @asynccontextmanager
 async def transaction(
     sessions: async_sessionmaker[AsyncSession],

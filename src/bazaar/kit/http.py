@@ -234,6 +234,16 @@ async def db_session(request: Request) -> AsyncIterator[AsyncSession]:
 DbSession = Annotated[AsyncSession, Depends(db_session, scope="function")]
 
 
+async def read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """A session without a transaction, for a route that answers from one statement's read
+    (see :func:`~bazaar.kit.db.create_read_session_factory`)."""
+    async with request.app.state.read_sessions() as session:
+        yield session
+
+
+ReadSession = Annotated[AsyncSession, Depends(read_session, scope="function")]
+
+
 async def current_principal(request: Request) -> Principal:
     token = bearer_token(request.headers.get("authorization"))
     if token is None:

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bazaar.kit.config import PlatformSettings, ServiceSettings
-from bazaar.kit.db import create_engine, create_session_factory, ping
+from bazaar.kit.db import create_engine, create_read_session_factory, create_session_factory, ping
 from bazaar.kit.logging import get_logger
 from bazaar.kit.messaging.relay import OutboxRelay
 from bazaar.kit.tokens import JwksCache, TokenVerifier
@@ -33,6 +33,8 @@ class ServiceRuntime:
     platform: PlatformSettings
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    # Without a transaction, for answers read by one statement (create_read_session_factory).
+    read_sessions: async_sessionmaker[AsyncSession]
     verifier: TokenVerifier
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -90,10 +92,12 @@ async def service_runtime(
         platform=platform,
         engine=engine,
         sessions=create_session_factory(engine),
+        read_sessions=create_read_session_factory(engine),
         verifier=verifier,
     )
     app.state.runtime = runtime
     app.state.sessions = runtime.sessions
+    app.state.read_sessions = runtime.read_sessions
     app.state.verifier = runtime.verifier
 
     async def database() -> None:

@@ -1,0 +1,36 @@
+"""Sessions: a transaction per unit of work, none for an answer read by one statement."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bazaar.kit.db import create_read_session_factory, transaction
+from tests.integration.kit.conftest import ServiceDatabase, effects
+
+
+async def in_transaction_on_server(connection: AsyncConnection) -> bool:
+    """What the driver's connection says (asyncpg tracks the server's transaction status)."""
+    raw = await connection.get_raw_connection()
+    return bool(raw.driver_connection.is_in_transaction())  # type: ignore[union-attr]
+
+
+async def test_a_read_session_reads_committed_rows_without_opening_a_transaction(
+    service_db: ServiceDatabase,
+) -> None:
+    async with transaction(service_db.sessions) as session:
+        await session.execute(insert(effects).values(message_id="m1", times=1))
+
+    reads = create_read_session_factory(service_db.engine)
+    async with reads() as session:
+        count = await session.scalar(select(func.count()).select_from(effects))
+        # No BEGIN went to the server: the connection is idle between statements.
+        assert not await in_transaction_on_server(await session.connection())
+
+    assert count == 1
+
+
+async def test_a_unit_of_work_still_runs_in_one_transaction(service_db: ServiceDatabase) -> None:
+    async with transaction(service_db.sessions) as session:
+        await session.scalar(select(func.count()).select_from(effects))
+        assert await in_transaction_on_server(await session.connection())
