@@ -23,7 +23,7 @@ from bazaar.contracts import payments as payments_contract
 from bazaar.contracts.base import Message
 from bazaar.kit.errors import Forbidden
 from bazaar.kit.logging import get_logger
-from bazaar.kit.messaging.outbox import publish_message
+from bazaar.kit.messaging.outbox import message_envelope, publish_all
 from bazaar.kit.pagination import PageParams, cursor_part, decode_cursor, encode_cursor
 from bazaar.kit.tokens import Principal
 from bazaar.orders import repository, saga
@@ -125,28 +125,24 @@ async def create_order(
         updated_at=now,
         lines=lines,
     )
-    await _publish(
-        session,
-        order,
-        orders_contract.OrderCreated(
-            **_event_fields(order, now),
-            lines=[
-                orders_contract.OrderLine(
-                    item_id=line.item_id,
-                    title=line.title,
-                    unit_price=line.unit_price,
-                    quantity=line.quantity,
-                    seller_id=line.seller_id,
-                )
-                for line in lines
-            ],
-            payment_method_id=order.payment_method_id,
-        ),
+    created = orders_contract.OrderCreated(
+        **_event_fields(order, now),
+        lines=[
+            orders_contract.OrderLine(
+                item_id=line.item_id,
+                title=line.title,
+                unit_price=line.unit_price,
+                quantity=line.quantity,
+                seller_id=line.seller_id,
+            )
+            for line in lines
+        ],
+        payment_method_id=order.payment_method_id,
     )
     # The order is written once, already in its first step.
     _set_state(order, start, "created", now=now)
     await repository.add_order(session, order)
-    await _send(session, order, start, policy=policy, now=now)
+    await _publish(session, order, created, *_messages(order, start, policy=policy, now=now))
     log.info("order_created", order_id=str(order.id), total=order.total, currency=order.currency)
     return order_read(order)
 
@@ -442,7 +438,7 @@ async def _apply(
     """Write the decision on the order and put its commands and events in the outbox."""
     _set_state(order, decision, cause, now=now)
     await session.flush()
-    await _send(session, order, decision, policy=policy, now=now, actor=actor)
+    await _publish(session, order, *_messages(order, decision, policy=policy, now=now, actor=actor))
 
 
 def _set_state(order: Order, decision: saga.Decision, cause: str, *, now: datetime) -> None:
@@ -465,20 +461,19 @@ def _set_state(order: Order, decision: saga.Decision, cause: str, *, now: dateti
     order.updated_at = now
 
 
-async def _send(
-    session: AsyncSession,
+def _messages(
     order: Order,
     decision: saga.Decision,
     *,
     policy: SagaPolicy,
     now: datetime,
     actor: Principal | None = None,
-) -> None:
-    """The decision's commands and events, into the outbox."""
-    for command in decision.commands:
-        await _publish(session, order, _command(order, command, policy))
-    for event in decision.events:
-        await _publish(session, order, _event(order, event, now, actor))
+) -> list[Message]:
+    """The decision's commands, then its events."""
+    return [
+        *(_command(order, command, policy) for command in decision.commands),
+        *(_event(order, event, now, actor) for event in decision.events),
+    ]
 
 
 def _command(order: Order, command: Command, policy: SagaPolicy) -> Message:
@@ -554,18 +549,17 @@ def _event_fields(order: Order, now: datetime) -> _EventFields:
     }
 
 
-async def _publish(session: AsyncSession, order: Order, message: Message) -> None:
-    """Every message of one order's saga carries the order's id as correlation id; payment
-    commands are keyed by the payment (charge and cancel stay in order), the rest by the
-    order."""
-    key = order.id
-    if isinstance(message, payments_contract.ChargePayment | payments_contract.CancelPayment):
-        key = message.payment_id
-    await publish_message(
-        session,
-        message,
-        source=SOURCE,
-        key=str(key),
-        correlation_id=str(order.id),
-        user_id=order.user_id,
-    )
+async def _publish(session: AsyncSession, order: Order, *messages: Message) -> None:
+    """Into the outbox in one statement, in order. Every message of one order's saga
+    carries the order's id as correlation id; payment commands are keyed by the payment
+    (charge and cancel stay in order), the rest by the order."""
+    rows = []
+    for message in messages:
+        key = str(order.id)
+        if isinstance(message, payments_contract.ChargePayment | payments_contract.CancelPayment):
+            key = str(message.payment_id)
+        envelope = message_envelope(
+            message, source=SOURCE, key=key, correlation_id=str(order.id), user_id=order.user_id
+        )
+        rows.append((message.TOPIC, envelope, key))
+    await publish_all(session, rows)

@@ -253,3 +253,34 @@ async def test_a_relay_stopped_after_sending_leaves_nothing_to_send_again(
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     assert await outbox_rows(service_db) == 0
+
+
+async def test_messages_published_together_leave_in_the_order_given(
+    service_db: ServiceDatabase, platform_settings: PlatformSettings
+) -> None:
+    await ensure_topics(platform_settings, [TOPIC])
+    envelopes = [
+        new_envelope(source="bazaar/kit-test", type=PING, data={"n": n}, subject="e1")
+        for n in range(3)
+    ]
+    async with transaction(service_db.sessions) as session:
+        await outbox.publish_all(session, [(TOPIC, envelope, "e1") for envelope in envelopes])
+    async with service_db.sessions() as session:
+        rows = (
+            await session.execute(
+                select(tables.outbox.c.message_id, tables.outbox.c.key).order_by(tables.outbox.c.id)
+            )
+        ).all()
+    assert [tuple(row) for row in rows] == [(envelope.id, "e1") for envelope in envelopes]
+
+    relay = OutboxRelay(service="kit-test", database_url=service_db.url, settings=platform_settings)
+    task = asyncio.create_task(relay.run())
+    try:
+        seen = await read_topic(
+            platform_settings, TOPIC, until=lambda seen: len(seen) >= 3, timeout=30
+        )
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert [envelope.id for envelope in seen] == [envelope.id for envelope in envelopes]
+    assert [envelope.data for envelope in seen] == [{"n": 0}, {"n": 1}, {"n": 2}]

@@ -9,9 +9,11 @@ without the relay polling in a tight loop.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from uuid import UUID
 
-from sqlalchemy import LargeBinary, bindparam, text
+from sqlalchemy import LargeBinary, String, bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bazaar.contracts.base import Message
@@ -28,6 +30,22 @@ _PUBLISH = text(
 ).bindparams(bindparam("payload", type_=LargeBinary), bindparam("channel", value=OUTBOX_CHANNEL))
 
 
+# Several rows in one statement, in the order given (ids are drawn in that order, and the
+# relay sends by id).
+_PUBLISH_MANY = text(
+    "WITH added AS (INSERT INTO outbox (message_id, topic, key, type, payload) "
+    "SELECT message_id, topic, key, type, payload FROM unnest("
+    ":message_ids, :topics, :keys, :types, :payloads"
+    ") WITH ORDINALITY AS m(message_id, topic, key, type, payload, position) "
+    "ORDER BY position RETURNING 1) "
+    "SELECT pg_notify(:channel, '') FROM added LIMIT 1"
+).bindparams(
+    *(bindparam(name, type_=ARRAY(String)) for name in ("message_ids", "topics", "keys", "types")),
+    bindparam("payloads", type_=ARRAY(LargeBinary)),
+    bindparam("channel", value=OUTBOX_CHANNEL),
+)
+
+
 async def publish(session: AsyncSession, topic: str, envelope: Envelope, key: str | None) -> None:
     """Add ``envelope`` to the outbox in the caller's transaction, for ``topic`` keyed by ``key``.
 
@@ -42,6 +60,27 @@ async def publish(session: AsyncSession, topic: str, envelope: Envelope, key: st
             "key": key,
             "type": envelope.type,
             "payload": envelope.to_bytes(),
+        },
+    )
+
+
+async def publish_all(
+    session: AsyncSession, messages: Sequence[tuple[str, Envelope, str | None]]
+) -> None:
+    """Add ``(topic, envelope, key)`` rows to the outbox in the caller's transaction, in
+    order, with one statement (a round trip per message saved where a move sends several)."""
+    if len(messages) <= 1:
+        for topic, envelope, key in messages:
+            await publish(session, topic, envelope, key)
+        return
+    await session.execute(
+        _PUBLISH_MANY,
+        {
+            "message_ids": [envelope.id for _, envelope, _ in messages],
+            "topics": [topic for topic, _, _ in messages],
+            "keys": [key for _, _, key in messages],
+            "types": [envelope.type for _, envelope, _ in messages],
+            "payloads": [envelope.to_bytes() for _, envelope, _ in messages],
         },
     )
 
