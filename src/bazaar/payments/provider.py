@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-import httpx
+import aiohttp
+import orjson
 from prometheus_client import Histogram
 
 from bazaar.payments.errors import CardExpired, InvalidCardNumber, ProviderUnavailable
@@ -31,8 +32,17 @@ PROVIDER_CALLS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 
-# Errors raised before the request left this process: nothing can have happened.
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+# Errors raised before the request left this process: nothing can have happened. A
+# connector error is a connection that could not be made (refused, DNS, TLS); a
+# connection timeout is one not made, or not free in the pool, in time; a bad URL
+# fails before any connection. Every other error (the server hung up, a broken body,
+# a socket error on an open connection, the deadline) may come after the request left.
+_NOT_SENT = (
+    aiohttp.ClientConnectorError,
+    aiohttp.ConnectionTimeoutError,
+    aiohttp.InvalidURL,
+    aiohttp.NonHttpUrlClientError,
+)
 _TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
@@ -174,45 +184,75 @@ def _problem_code(body: Any) -> str:
 class ProviderClient:
     """``/v1`` of the provider with an API key; one instance per process."""
 
-    def __init__(
-        self,
-        base_url: str,
-        api_key: str,
-        *,
-        timeout_seconds: float,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
+    def __init__(self, base_url: str, api_key: str, *, timeout_seconds: float) -> None:
+        self._base = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {api_key}"}
         self._timeout = timeout_seconds
-        self._http = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"),
-            headers={"Authorization": f"Bearer {api_key}"},
-            timeout=httpx.Timeout(timeout_seconds),
-            transport=transport,
-        )
+        self._http: aiohttp.ClientSession | None = None
+
+    def _session(self) -> aiohttp.ClientSession:
+        # Made on first use, inside the running loop that its connections belong to.
+        if self._http is None:
+            self._http = aiohttp.ClientSession(
+                headers=self._headers,
+                # No timer of its own: the asyncio.timeout around each call is the deadline.
+                timeout=aiohttp.ClientTimeout(),
+                # Idle connections are dropped after 5 s (aiohttp keeps them 15 s), as
+                # before, so that fewer requests go out on a connection the provider is
+                # closing: a charge cut off that way is a charge not known.
+                connector=aiohttp.TCPConnector(limit=100, keepalive_timeout=5.0),
+            )
+        return self._http
 
     async def close(self) -> None:
-        await self._http.aclose()
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        """One request within the deadline, ``body`` sent as JSON: (status, the answer's
+        body as JSON, or None)."""
+        async with (
+            asyncio.timeout(self._timeout),
+            self._session().request(
+                method,
+                f"{self._base}{path}",
+                json=body,
+                params=params,
+                headers=headers,
+                # An answer is classified as it comes, redirects included.
+                allow_redirects=False,
+            ) as response,
+        ):
+            return response.status, _json(await response.read())
 
     async def tokenize(self, card: Card) -> CardToken:
         """A provider token for ``card``; Luhn-invalid or expired cards are refused (422)."""
         try:
-            async with asyncio.timeout(self._timeout):
-                response = await self._http.post(
-                    "/v1/tokens",
-                    json={
-                        "card_number": card.number,
-                        "exp_month": card.exp_month,
-                        "exp_year": card.exp_year,
-                        "cvc": card.cvc,
-                    },
-                )
-        except (httpx.HTTPError, TimeoutError) as exc:
+            status, body = await self._request(
+                "POST",
+                "/v1/tokens",
+                body={
+                    "card_number": card.number,
+                    "exp_month": card.exp_month,
+                    "exp_year": card.exp_year,
+                    "cvc": card.cvc,
+                },
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
             # Only the class: an exception's text must never risk carrying the card.
             raise ProviderUnavailable(
                 f"The payment provider did not answer ({type(exc).__name__})"
             ) from None
-        body = _json(response)
-        if response.status_code == 201 and isinstance(body, dict):
+        if status == 201 and isinstance(body, dict):
             try:
                 return CardToken(
                     token=str(body["token"]),
@@ -229,7 +269,7 @@ class ProviderClient:
         if code == "expired_card":
             raise CardExpired()
         raise ProviderUnavailable(
-            f"The payment provider refused to tokenise the card ({code or response.status_code})"
+            f"The payment provider refused to tokenise the card ({code or status})"
         )
 
     async def charge(
@@ -252,40 +292,42 @@ class ProviderClient:
         }
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(self._timeout):
-                response = await self._http.post(
-                    "/v1/charges", json=payload, headers={"Idempotency-Key": key}
-                )
-        except (httpx.HTTPError, TimeoutError) as exc:
+            status, body = await self._request(
+                "POST", "/v1/charges", body=payload, headers={"Idempotency-Key": key}
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
             return self._failed_call("charge", key, exc, started)
-        outcome, charge, error = classify_charge(response.status_code, _json(response))
-        return self._answer("charge", key, outcome, started, response.status_code, error, charge)
+        outcome, charge, error = classify_charge(status, body)
+        return self._answer("charge", key, outcome, started, status, error, charge)
 
     async def find_charge(self, key: str) -> ProviderAnswer:
         """The charge made under ``key``, if any; the provider waits for one in flight."""
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(self._timeout):
-                response = await self._http.get("/v1/charges", params={"idempotency_key": key})
-        except (httpx.HTTPError, TimeoutError) as exc:
+            status, body = await self._request(
+                "GET", "/v1/charges", params={"idempotency_key": key}
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
             # Reading changes nothing: whatever happened, asking again is safe.
             answer = self._failed_call("lookup", key, exc, started)
             return dataclasses.replace(answer, outcome=CallOutcome.TRANSIENT)
-        outcome, charge, error = classify_lookup(response.status_code, _json(response))
-        return self._answer("lookup", key, outcome, started, response.status_code, error, charge)
+        outcome, charge, error = classify_lookup(status, body)
+        return self._answer("lookup", key, outcome, started, status, error, charge)
 
     async def refund(self, charge_id: str, key: str) -> ProviderAnswer:
         """Refund all that is left of ``charge_id`` under ``key`` (a repeat replays it)."""
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(self._timeout):
-                response = await self._http.post(
-                    f"/v1/charges/{charge_id}/refunds", json={}, headers={"Idempotency-Key": key}
-                )
-        except (httpx.HTTPError, TimeoutError) as exc:
+            status, body = await self._request(
+                "POST",
+                f"/v1/charges/{charge_id}/refunds",
+                body={},
+                headers={"Idempotency-Key": key},
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
             return self._failed_call("refund", key, exc, started)
-        outcome, error = classify_refund(response.status_code, _json(response))
-        return self._answer("refund", key, outcome, started, response.status_code, error, None)
+        outcome, error = classify_refund(status, body)
+        return self._answer("refund", key, outcome, started, status, error, None)
 
     def _failed_call(
         self, kind: str, key: str, exc: BaseException, started: float
@@ -317,8 +359,9 @@ class ProviderClient:
         )
 
 
-def _json(response: httpx.Response) -> Any:
+def _json(content: bytes) -> Any:
+    """The body as JSON, whatever its content type; None when it is not JSON."""
     try:
-        return response.json()
+        return orjson.loads(content)
     except ValueError:
         return None

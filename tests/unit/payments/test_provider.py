@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-import httpx
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from bazaar.payments.errors import CardExpired, InvalidCardNumber, ProviderUnavailable
 from bazaar.payments.provider import (
@@ -88,29 +93,76 @@ def test_refund_answers(status: int, body: Any, outcome: CallOutcome) -> None:
     assert classify_refund(status, body)[0] is outcome
 
 
-def client_raising(error: Exception) -> ProviderClient:
-    def handler(request: httpx.Request) -> httpx.Response:
-        raise error
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-    return ProviderClient(
-        "http://provider.test", "sk", timeout_seconds=1, transport=httpx.MockTransport(handler)
-    )
+
+@asynccontextmanager
+async def provider_serving(handler: Handler) -> AsyncIterator[str]:
+    """A local HTTP server answering every request with ``handler``; yields its URL."""
+    app = web.Application()
+    app.router.add_route("*", "/{path:.*}", handler)
+    async with TestServer(app) as server:
+        yield str(server.make_url("/"))
+
+
+@asynccontextmanager
+async def client_for(base_url: str, timeout_seconds: float = 1) -> AsyncIterator[ProviderClient]:
+    client = ProviderClient(base_url, "sk", timeout_seconds=timeout_seconds)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@asynccontextmanager
+async def nothing_listening() -> AsyncIterator[str]:
+    """A port that is bound but not listening: every connection to it is refused."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{taken.getsockname()[1]}"
+
+
+@asynccontextmanager
+async def not_http() -> AsyncIterator[str]:
+    yield "ftp://127.0.0.1:21"
+
+
+def hanging_up() -> AbstractAsyncContextManager[str]:
+    """A provider that reads the request, then closes the connection without answering."""
+
+    async def hang_up(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        assert request.transport is not None
+        request.transport.close()
+        return web.Response()
+
+    return provider_serving(hang_up)
+
+
+def never_answering() -> AbstractAsyncContextManager[str]:
+    """A provider that reads the request and answers nothing until the caller gives up."""
+
+    async def wait_forever(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        await asyncio.Event().wait()  # cancelled when the caller closes the connection
+        return web.Response()
+
+    return provider_serving(wait_forever)
 
 
 @pytest.mark.parametrize(
-    ("error", "outcome"),
+    ("provider", "outcome"),
     [
-        (httpx.ConnectError("refused"), CallOutcome.TRANSIENT),
-        (httpx.ConnectTimeout("slow to connect"), CallOutcome.TRANSIENT),
-        (httpx.ReadTimeout("no answer"), CallOutcome.UNKNOWN),
-        (httpx.RemoteProtocolError("cut off"), CallOutcome.UNKNOWN),
+        (nothing_listening, CallOutcome.TRANSIENT),
+        (not_http, CallOutcome.TRANSIENT),
+        (never_answering, CallOutcome.UNKNOWN),
+        (hanging_up, CallOutcome.UNKNOWN),
     ],
 )
 async def test_a_charge_that_may_have_left_is_unknown_one_that_did_not_is_transient(
-    error: Exception, outcome: CallOutcome
+    provider: Callable[[], AbstractAsyncContextManager[str]], outcome: CallOutcome
 ) -> None:
-    client = client_raising(error)
-    try:
+    async with provider() as url, client_for(url, timeout_seconds=0.5) as client:
         answer = await client.charge(
             "pay-1", amount=1, currency="EUR", token="tok", description="d", metadata={}
         )
@@ -118,27 +170,20 @@ async def test_a_charge_that_may_have_left_is_unknown_one_that_did_not_is_transi
         assert answer.idempotency_key == "pay-1" and answer.http_status is None
         # Asking changes nothing at the provider: a failed lookup is always worth repeating.
         assert (await client.find_charge("pay-1")).outcome is CallOutcome.TRANSIENT
-    finally:
-        await client.close()
 
 
 async def test_every_charge_try_sends_the_same_request_with_the_key() -> None:
     seen: list[tuple[str | None, bytes]] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append((request.headers.get("idempotency-key"), request.content))
-        return httpx.Response(500, json={"code": "processing_error"})
+    async def fail_for_now(request: web.Request) -> web.StreamResponse:
+        seen.append((request.headers.get("Idempotency-Key"), await request.read()))
+        return web.json_response({"code": "processing_error"}, status=500)
 
-    client = ProviderClient(
-        "http://provider.test", "sk", timeout_seconds=1, transport=httpx.MockTransport(handler)
-    )
-    try:
+    async with provider_serving(fail_for_now) as url, client_for(url) as client:
         for _ in range(2):
             await client.charge(
                 "pay-7", amount=5, currency="EUR", token="tok", description="x", metadata={}
             )
-    finally:
-        await client.close()
     assert seen[0] == seen[1] and seen[0][0] == "pay-7"
 
 
@@ -153,16 +198,11 @@ async def test_every_charge_try_sends_the_same_request_with_the_key() -> None:
 async def test_tokenising_maps_refusals_to_clear_errors(
     status: int, body: dict[str, str], error: type[Exception]
 ) -> None:
-    client = ProviderClient(
-        "http://provider.test",
-        "sk",
-        timeout_seconds=1,
-        transport=httpx.MockTransport(lambda _: httpx.Response(status, json=body)),
-    )
+    async def refuse(request: web.Request) -> web.StreamResponse:
+        return web.json_response(body, status=status)
+
     card = Card(number="4242424242424242", exp_month=1, exp_year=2030, cvc="123")
-    try:
+    async with provider_serving(refuse) as url, client_for(url) as client:
         with pytest.raises(error) as raised:
             await client.tokenize(card)
-    finally:
-        await client.close()
     assert "4242424242424242" not in str(raised.value)
