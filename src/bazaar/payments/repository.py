@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -9,11 +10,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    Interval,
     Table,
     and_,
+    bindparam,
     exists,
     func,
-    literal,
     or_,
     select,
     text,
@@ -22,6 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.dml import ReturningInsert
 
 from bazaar.payments.models import (
     EarlyCancellation,
@@ -120,34 +123,64 @@ async def insert_claimed_payment(
     before the processor's round deadline, counted from before this statement.
     """
     table = _table(Payment)
-    values = {
-        column.key: getattr(payment, column.key)
+    assert not any(
+        getattr(payment, column.key, None) is not None
         for column in table.columns
-        if getattr(payment, column.key, None) is not None
-    }
+        if column.key not in _CLAIMED_PAYMENT_COLUMNS
+    ), "insert_claimed_payment writes only _CLAIMED_PAYMENT_COLUMNS"
+    parameters: dict[str, Any] = {key: getattr(payment, key) for key in _CLAIMED_PAYMENT_COLUMNS}
+    parameters["lease"] = lease
+    token: str | None = (
+        await session.execute(_insert_claimed_payment(), parameters)
+    ).scalar_one_or_none()
+    return token
+
+
+# What a first charge sets (service._record_first_charge); the other columns take their
+# server defaults.
+_CLAIMED_PAYMENT_COLUMNS = (
+    "id",
+    "user_id",
+    "amount",
+    "currency",
+    "status",
+    "reference_type",
+    "reference_id",
+    "payment_method_id",
+    "correlation_id",
+    "next_check_at",
+    "attempts",
+    "claim_token",
+    "cancel_requested",
+)
+
+
+@functools.cache
+def _insert_claimed_payment() -> ReturningInsert[Any]:
+    """The statement of :func:`insert_claimed_payment`, built once: every charge runs it, and
+    building the construct and its cache key anew each time was most of its Python cost."""
+    table = _table(Payment)
     method_usable = exists().where(
-        PaymentMethod.id == payment.payment_method_id,
-        PaymentMethod.user_id == payment.user_id,
+        PaymentMethod.id == bindparam("payment_method_id"),
+        PaymentMethod.user_id == bindparam("user_id"),
         PaymentMethod.deleted_at.is_(None),
     )
-    cancelled_first = exists().where(EarlyCancellation.payment_id == payment.id)
+    cancelled_first = exists().where(EarlyCancellation.payment_id == bindparam("id"))
     row = select(
-        *(literal(value, table.c[key].type) for key, value in values.items()),
-        func.clock_timestamp() + lease,
+        *(bindparam(key, type_=table.c[key].type) for key in _CLAIMED_PAYMENT_COLUMNS),
+        func.clock_timestamp() + bindparam("lease", type_=Interval()),
     ).where(method_usable, ~cancelled_first)
     provider_token = (
         select(PaymentMethod.provider_token)
-        .where(PaymentMethod.id == payment.payment_method_id)
+        .where(PaymentMethod.id == bindparam("payment_method_id"))
         .scalar_subquery()
     )
-    statement = (
+    return (
         insert(table)
-        .from_select([*values, "claimed_until"], row)
+        .from_select([*_CLAIMED_PAYMENT_COLUMNS, "claimed_until"], row)
         .on_conflict_do_nothing()
         .returning(provider_token)
     )
-    token: str | None = (await session.execute(statement)).scalar_one_or_none()
-    return token
 
 
 async def withdraw_claimed_charge(
