@@ -14,5 +14,6 @@ BENCHMARKS: dict[str, str] = {
     "portal": "bench.portal_pages",
     "auctions": "bench.auctions",
     "orders": "bench.orders",
+    "saga-floor": "bench.saga_floor",
     "support-ingestion": "bench.support_ingestion",
 }
