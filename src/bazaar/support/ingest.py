@@ -6,8 +6,9 @@ claim per message). It records them, and recording is naturally idempotent: the
 envelope id is the history's primary key. So one loop takes whatever the broker has
 (``getmany``, up to ``ingest_batch_size`` records), turns it into rows, writes them in
 one transaction with one multi-row ``INSERT … ON CONFLICT DO NOTHING`` per table, and
-only then commits the offsets. A crash between the two re-reads the batch, which
-changes nothing. See docs/adr/0007-support-history-batch-ingestion.md.
+only then commits the offsets (in the background, at most every half second while
+messages keep coming, as the services' consumers do). A crash between the two re-reads
+what was not committed, which changes nothing. See docs/adr/0007-support-history-batch-ingestion.md.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Histogram
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -29,7 +30,7 @@ from bazaar.contracts.topics import ALL_TOPICS
 from bazaar.kit.config import PlatformSettings
 from bazaar.kit.db import transaction
 from bazaar.kit.logging import get_logger
-from bazaar.kit.messaging.consumer import CONSUMER_LAG
+from bazaar.kit.messaging.consumer import CONSUMER_LAG, OffsetCommits
 from bazaar.kit.messaging.envelope import Envelope
 from bazaar.kit.messaging.kafka import ensure_topics, topic_name
 from bazaar.support import repository
@@ -215,23 +216,31 @@ class HistoryIngester:
                     log.warning("history_consumer_stop_failed", error=repr(exc))
 
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
-        while True:
-            batch = await consumer.getmany(timeout_ms=self._poll_ms, max_records=self._batch_size)
-            if consumer.assignment():
-                self.assigned.set()
-            if not batch:
-                continue
-            records = [record for partition in batch.values() for record in partition]
-            rows = history_records(records, self._platform)
-            new = await self._write_until_done(rows)
-            count_ingested(rows, new, observe_lag=True)
-            self._note_lag(consumer, batch)
-            try:
-                await consumer.commit()
-            except CommitFailedError as exc:
-                # The group rebalanced: whoever owns the partitions now reads the batch
-                # again, and the history's primary key absorbs it.
-                log.info("history_commit_skipped", error=repr(exc))
+        # Offsets of written batches go to the broker in the background, at most every
+        # half second while messages keep coming (as the services' consumers commit):
+        # after a crash or a rebalance the history's primary key absorbs what is read
+        # again.
+        offsets = OffsetCommits(consumer, self._group)
+        try:
+            while True:
+                batch = await consumer.getmany(
+                    timeout_ms=self._poll_ms, max_records=self._batch_size
+                )
+                if consumer.assignment():
+                    self.assigned.set()
+                if not batch:
+                    offsets.commit_handled(idle=True)
+                    continue
+                records = [record for partition in batch.values() for record in partition]
+                rows = history_records(records, self._platform)
+                new = await self._write_until_done(rows)
+                count_ingested(rows, new, observe_lag=True)
+                self._note_lag(consumer, batch)
+                for partition, written in batch.items():
+                    offsets.handled(partition, written[-1].offset + 1)
+                offsets.commit_handled()
+        finally:
+            await offsets.close()
 
     async def _write_until_done(self, rows: Sequence[HistoryRecord]) -> set[str]:
         """Keep trying while the database is unreachable: the batch must land before its
