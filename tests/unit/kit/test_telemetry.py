@@ -50,3 +50,14 @@ def test_with_an_exporter_spans_are_recorded_under_the_incoming_parent(
 def test_garbage_traceparents_start_a_new_trace() -> None:
     with telemetry.span("GET /x", "not-a-traceparent") as own:
         assert telemetry.trace_id_of(own) is not None
+
+
+def test_new_ids_are_well_formed_and_never_repeat() -> None:
+    made = [telemetry.new_traceparent() for _ in range(1000)]
+    for traceparent in made:
+        version, trace_id, span_id, flags = traceparent.split("-")
+        assert (version, flags) == ("00", "01")
+        assert len(trace_id) == 32 and int(trace_id, 16) != 0
+        assert len(span_id) == 16 and int(span_id, 16) != 0
+    assert len({traceparent.split("-")[1] for traceparent in made}) == len(made)
+    assert len({traceparent.split("-")[2] for traceparent in made}) == len(made)
