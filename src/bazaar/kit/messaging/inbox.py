@@ -10,11 +10,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import String, bindparam, text
-from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bazaar.kit.tables import inbox
-
+# Statements made once: every message handled alone (each catalog stock command, a
+# retry) claims its id, and building an insert construct per message cost more than
+# the round trip's own Python.
+_CLAIM = text(
+    "INSERT INTO inbox (consumer, message_id) VALUES (:consumer, :message_id) "
+    "ON CONFLICT DO NOTHING RETURNING message_id"
+)
 _CLAIM_MANY = text(
     "INSERT INTO inbox (consumer, message_id) SELECT :consumer, unnest(:message_ids) "
     "ON CONFLICT DO NOTHING RETURNING message_id"
@@ -23,12 +28,7 @@ _CLAIM_MANY = text(
 
 async def claim(session: AsyncSession, consumer: str, message_id: str) -> bool:
     """Record that ``consumer`` handles ``message_id``; False if it already did."""
-    result = await session.execute(
-        insert(inbox)
-        .values(consumer=consumer, message_id=message_id)
-        .on_conflict_do_nothing()
-        .returning(inbox.c.message_id)
-    )
+    result = await session.execute(_CLAIM, {"consumer": consumer, "message_id": message_id})
     return result.first() is not None
 
 
