@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import datetime
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import Select, bindparam, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import raiseload
 
@@ -30,12 +31,8 @@ async def get_order(
 
     ``with_lines=False`` skips the second query that loads the lines; reading
     ``order.lines`` then raises until :func:`load_lines`."""
-    statement = select(Order).where(Order.id == order_id)
-    if for_update:
-        statement = statement.with_for_update(of=Order)
-    if not with_lines:
-        statement = statement.options(raiseload(Order.lines))
-    return (await session.execute(statement)).scalar_one_or_none()
+    statement = _order_by("id", for_update=for_update, with_lines=with_lines)
+    return (await session.execute(statement, {"key": order_id})).scalar_one_or_none()
 
 
 async def get_order_by_reservation(
@@ -43,12 +40,21 @@ async def get_order_by_reservation(
 ) -> Order | None:
     """The order whose current saga round holds ``reservation_id``, locked (``with_lines``
     as for :func:`get_order`)."""
-    statement = (
-        select(Order).where(Order.reservation_id == reservation_id).with_for_update(of=Order)
-    )
+    statement = _order_by("reservation_id", for_update=True, with_lines=with_lines)
+    return (await session.execute(statement, {"key": reservation_id})).scalar_one_or_none()
+
+
+@functools.cache
+def _order_by(column: str, *, for_update: bool, with_lines: bool) -> Select[Order]:
+    """The select of one order by ``column`` = ``:key``, built once per shape: every saga
+    answer runs one, and building it (with its loader options) anew each time cost more
+    Python than the query's own round trip."""
+    statement = select(Order).where(getattr(Order, column) == bindparam("key"))
+    if for_update:
+        statement = statement.with_for_update(of=Order)
     if not with_lines:
         statement = statement.options(raiseload(Order.lines))
-    return (await session.execute(statement)).scalar_one_or_none()
+    return statement
 
 
 async def load_lines(session: AsyncSession, order: Order) -> None:
