@@ -102,6 +102,7 @@ def main(argv: list[str]) -> Report:
 # --- the two processes ---------------------------------------------------------------------
 
 Start = Callable[[str], Awaitable[None]]
+Close = Callable[[], Awaitable[None]]
 
 
 def serve(kind: str, role: str, dsn: str, bootstrap: str, wait_ms: int, pipe: Connection) -> None:
@@ -115,7 +116,7 @@ async def _serve(
     kind: str, role: str, dsn: str, bootstrap: str, wait_ms: int, pipe: Connection
 ) -> None:
     build = _bare if kind == "bare" else _kit
-    start, tasks = await build(role, dsn, bootstrap, wait_ms)
+    start, tasks, close = await build(role, dsn, bootstrap, wait_ms)
     pipe.send("ready")
     loop = asyncio.get_running_loop()
     while True:
@@ -127,6 +128,7 @@ async def _serve(
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    await close()
 
 
 async def _offer(start: Start, rate: int, seconds: float, rng: random.Random) -> int:
@@ -152,7 +154,7 @@ async def _offer(start: Start, rate: int, seconds: float, rng: random.Random) ->
 
 async def _bare(
     role: str, dsn: str, bootstrap: str, wait_ms: int
-) -> tuple[Start, list[asyncio.Task[None]]]:
+) -> tuple[Start, list[asyncio.Task[None]], Close]:
     pool = await asyncpg.create_pool(dsn, min_size=2, max_size=10)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
     await producer.start()
@@ -239,12 +241,16 @@ async def _bare(
             await connection.execute("INSERT INTO sagas (id) VALUES ($1)", saga_id)
             await publish(connection, REQUESTS, saga_id)
 
-    return start, [asyncio.create_task(relay()), asyncio.create_task(consume())]
+    async def close() -> None:
+        await producer.stop()
+        await pool.close()
+
+    return start, [asyncio.create_task(relay()), asyncio.create_task(consume())], close
 
 
 async def _kit(
     role: str, dsn: str, bootstrap: str, wait_ms: int
-) -> tuple[Start, list[asyncio.Task[None]]]:
+) -> tuple[Start, list[asyncio.Task[None]], Close]:
     from sqlalchemy import text
     from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -298,7 +304,11 @@ async def _kit(
             await session.execute(text("INSERT INTO sagas (id) VALUES (:id)"), {"id": saga_id})
             await publish(session, REQUESTS, "floor.request", saga_id)
 
-    return start, [asyncio.create_task(consumer.run()), asyncio.create_task(relay.run())]
+    return (
+        start,
+        [asyncio.create_task(consumer.run()), asyncio.create_task(relay.run())],
+        engine.dispose,
+    )
 
 
 # --- the run ---------------------------------------------------------------------------------
