@@ -372,15 +372,15 @@ class Saga:
             )
             child.start()
             self.children[role] = (child, ours)
-        for _, pipe in self.children.values():
-            await asyncio.to_thread(pipe.recv)
+        for role in self.children:
+            await self._answer(role, timeout=60)
         # A first saga through both consumer groups: joined, topics made, pools warm.
         await self.offer(20, 2.0, seed=0)
 
     async def offer(self, rate: int, seconds: float, seed: int) -> int:
         _, pipe = self.children["initiator"]
         pipe.send((rate, seconds, seed))
-        started: int = await asyncio.to_thread(pipe.recv)
+        started: int = await self._answer("initiator", timeout=seconds + 120)
         deadline = time.monotonic() + 120
         connection = await asyncpg.connect(self.dsn("initiator"))
         try:
@@ -391,6 +391,16 @@ class Saga:
         finally:
             await connection.close()
         return started
+
+    async def _answer(self, role: str, *, timeout: float) -> Any:
+        """What ``role``'s process sends next; fails loudly if it died or said nothing."""
+        child, pipe = self.children[role]
+        if not await asyncio.to_thread(pipe.poll, timeout):
+            alive = "still running" if child.is_alive() else f"exited with {child.exitcode}"
+            raise RuntimeError(
+                f"the {self.kind} {role} did not answer in {timeout:.0f} s ({alive})"
+            )
+        return pipe.recv()
 
     async def pids(self) -> dict[str, list[int]]:
         admin = await asyncpg.connect(self.options.database_url)
@@ -410,12 +420,11 @@ class Saga:
 
     async def level(self, rate: int, seconds: float, seed: int) -> Level:
         connection = await asyncpg.connect(self.dsn("initiator"))
-        await connection.execute("TRUNCATE sagas")
-        pids = await self.pids()
-        before = cpu_seconds(pids)
-        started = await self.offer(rate, seconds, seed)
-        after = cpu_seconds(await self.pids())
         try:
+            await connection.execute("TRUNCATE sagas")
+            before = cpu_seconds(await self.pids())
+            started = await self.offer(rate, seconds, seed)
+            after = cpu_seconds(await self.pids())
             row = await connection.fetchrow(
                 "SELECT count(*) AS done,"
                 " extract(epoch FROM max(done) - min(started)) AS span,"
