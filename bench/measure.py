@@ -9,15 +9,17 @@ request that does not swing with the neighbours' load the way requests/s does.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
+import random
 import resource
 import shutil
 import socket
 import statistics
 import subprocess
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,10 +86,27 @@ def cpu_seconds(pids: Sequence[int]) -> dict[int, float]:
     for pid in pids:
         try:
             cpu = psutil.Process(pid).cpu_times()
-        except psutil.NoSuchProcess:
+        except psutil.Error:  # gone, or not ours to read
             continue
         times[pid] = cpu.user + cpu.system
     return times
+
+
+def role_cpu_seconds(roles: Mapping[str, Sequence[int]]) -> dict[str, dict[int, float]]:
+    """:func:`cpu_seconds` of each role's processes (role → pid → seconds)."""
+    return {role: cpu_seconds(pids) for role, pids in roles.items()}
+
+
+def cpu_used(
+    before: Mapping[str, Mapping[int, float]], after: Mapping[str, Mapping[int, float]]
+) -> dict[str, float]:
+    """CPU seconds each role used between two :func:`role_cpu_seconds` samples, process by
+    process: one started since counts whole, one gone since counts nothing (sample the
+    pids of ``before`` again in ``after`` to keep those that live on)."""
+    return {
+        role: sum(value - before.get(role, {}).get(pid, 0.0) for pid, value in pids.items())
+        for role, pids in after.items()
+    }
 
 
 def with_children(pid: int) -> list[int]:
@@ -115,24 +134,56 @@ def tree(pid: int) -> PidSource:
 
 
 class PostgresBackends:
-    """The server processes serving one database (the catalog's), for their CPU time."""
+    """The server processes serving some databases, for their CPU time."""
 
-    def __init__(self, admin_dsn: str, database: str) -> None:
+    def __init__(self, admin_dsn: str, *databases: str) -> None:
         self.admin_dsn = admin_dsn
-        self.database = database
+        self.databases = list(databases)
         self._connection: Any = None
 
     async def pids(self) -> list[int]:
         if self._connection is None:
             self._connection = await asyncpg.connect(self.admin_dsn, timeout=5)
         rows = await self._connection.fetch(
-            "SELECT pid FROM pg_stat_activity WHERE datname = $1", self.database
+            "SELECT pid FROM pg_stat_activity WHERE datname = ANY($1::text[])", self.databases
         )
         return [int(row["pid"]) for row in rows]
 
     async def close(self) -> None:
         if self._connection is not None:
             await self._connection.close()
+
+
+# --- offered load ------------------------------------------------------------------------
+
+
+async def open_loop(
+    rate: float,
+    seconds: float,
+    rng: random.Random,
+    launch: Callable[[float], Coroutine[Any, Any, None]],
+) -> int:
+    """Open-loop Poisson arrivals at ``rate``/s for ``seconds``: at each one ``launch(late)``
+    runs as a task of its own (``late``: seconds behind its due time), whether or not the
+    earlier ones have ended; returns the number launched once every one has."""
+    loop = asyncio.get_running_loop()
+    running: set[asyncio.Task[None]] = set()
+    begin = due = loop.time()
+    launched = 0
+    while True:
+        due += rng.expovariate(rate)
+        if due - begin >= seconds:
+            break
+        delay = due - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(launch(max(0.0, loop.time() - due)))
+        running.add(task)
+        task.add_done_callback(running.discard)
+        launched += 1
+    if running:
+        await asyncio.gather(*running)
+    return launched
 
 
 # --- one measurement --------------------------------------------------------------------

@@ -47,6 +47,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -66,7 +67,14 @@ from bazaar.kit.messaging.kafka import topic_name
 from bazaar.stack.console import QuietOutput
 from bazaar.stack.supervisor import Stack
 from bench.harness import DEFAULT_POSTGRES_URL, Report, Table, postgres_version
-from bench.measure import percentile, spread, with_children
+from bench.measure import (
+    cpu_used,
+    open_loop,
+    percentile,
+    role_cpu_seconds,
+    spread,
+    with_children,
+)
 
 ADMIN_EMAIL = "bench-admin@bazaar.example.com"
 ADMIN_PASSWORD = "bench-admin-password"
@@ -478,9 +486,7 @@ async def offer(
     rng: random.Random,
 ) -> list[Attempt]:
     """Open-loop Poisson arrivals at ``rate``/s for ``seconds``; every order its own task."""
-    loop = asyncio.get_running_loop()
     attempts: list[Attempt] = []
-    tasks: set[asyncio.Task[None]] = set()
 
     async def create(attempt: Attempt, buyer: Buyer, item_id: str) -> None:
         try:
@@ -501,26 +507,14 @@ async def offer(
             attempt.answered = time.time()
             attempt.status = -1
 
-    begin = loop.time()
-    due = begin
-    number = 0
-    while True:
-        due += rng.expovariate(rate)
-        if due - begin >= seconds:
-            break
-        delay = due - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        attempt = Attempt(started=time.time(), late=max(0.0, loop.time() - due))
+    def launch(late: float) -> Coroutine[Any, Any, None]:
+        # Buyer and item are drawn at the arrival, in the arrivals' order.
+        attempt = Attempt(started=time.time(), late=late)
+        buyer = buyers[len(attempts) % len(buyers)]
         attempts.append(attempt)
-        task = asyncio.create_task(
-            create(attempt, buyers[number % len(buyers)], items[rng.randrange(len(items))])
-        )
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-        number += 1
-    if tasks:
-        await asyncio.gather(*tasks)
+        return create(attempt, buyer, items[rng.randrange(len(items))])
+
+    await open_loop(rate, seconds, rng, launch)
     return attempts
 
 
@@ -555,17 +549,6 @@ class Processes:
         roles["benchmark"] = [os.getpid()]
         return roles
 
-    @staticmethod
-    def cpu(roles: dict[str, list[int]]) -> dict[str, dict[int, float]]:
-        times: dict[str, dict[int, float]] = {}
-        for role, pids in roles.items():
-            times[role] = {}
-            for pid in pids:
-                with contextlib.suppress(psutil.Error):
-                    cpu = psutil.Process(pid).cpu_times()
-                    times[role][pid] = cpu.user + cpu.system
-        return times
-
     async def commits(self) -> int:
         connection = await asyncpg.connect(self.admin_dsn)
         try:
@@ -578,15 +561,6 @@ class Processes:
             )
         finally:
             await connection.close()
-
-
-def used(
-    before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]
-) -> dict[str, float]:
-    return {
-        role: sum(value - before.get(role, {}).get(pid, 0.0) for pid, value in pids.items())
-        for role, pids in after.items()
-    }
 
 
 # --- one level --------------------------------------------------------------------------------
@@ -608,7 +582,7 @@ async def run_level(
     level = Level(round=round_number, offered=rate, seconds=options.seconds)
     level.load1 = os.getloadavg()[0]
     pids = await processes.pids()
-    cpu_before = processes.cpu(pids)
+    cpu_before = role_cpu_seconds(pids)
     commits_before = await processes.commits()
     began = time.monotonic()
     profiling = (
@@ -626,10 +600,10 @@ async def run_level(
     # pg_stat_database is flushed by each backend at most once a second.
     await asyncio.sleep(1.2)
     level.commits = await processes.commits() - commits_before
-    after = processes.cpu(
+    after = role_cpu_seconds(
         {role: sorted({*pids[role], *new}) for role, new in (await processes.pids()).items()}
     )
-    level.cpu = used(cpu_before, after)
+    level.cpu = cpu_used(cpu_before, after)
     level.support_lag = await support_lag(stack, created)
     terminal = sum(1 for order_id in created if observer.seen.get(order_id, Seen()).terminal)
     confirmed = [
@@ -851,9 +825,9 @@ async def idle_cpu(processes: Processes, seconds: float) -> tuple[dict[str, floa
     """What each role spends doing nothing (no orders), in % of one core; and the load."""
     load1 = os.getloadavg()[0]
     pids = await processes.pids()
-    before = processes.cpu(pids)
+    before = role_cpu_seconds(pids)
     await asyncio.sleep(seconds)
-    spent = used(before, processes.cpu(pids))
+    spent = cpu_used(before, role_cpu_seconds(pids))
     return {role: value / seconds * 100 for role, value in spent.items()}, load1
 
 

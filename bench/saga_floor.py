@@ -31,18 +31,18 @@ import multiprocessing
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
 import asyncpg
 import orjson
-import psutil
 import uvloop
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.harness import DEFAULT_POSTGRES_URL, Report, Table, postgres_version
+from bench.measure import PostgresBackends, cpu_used, open_loop, role_cpu_seconds
 
 REQUESTS = "floor.requests"
 REPLIES = "floor.replies"
@@ -101,7 +101,7 @@ def main(argv: list[str]) -> Report:
 
 # --- the two processes ---------------------------------------------------------------------
 
-Start = Callable[[str], Awaitable[None]]
+Start = Callable[[str], Coroutine[Any, Any, None]]
 Close = Callable[[], Awaitable[None]]
 
 
@@ -124,32 +124,14 @@ async def _serve(
         if order is None:
             break
         rate, seconds, seed = order
-        pipe.send(await _offer(start, rate, seconds, random.Random(seed)))
+        launched = await open_loop(
+            rate, seconds, random.Random(seed), lambda _late: start(str(uuid.uuid4()))
+        )
+        pipe.send(launched)
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     await close()
-
-
-async def _offer(start: Start, rate: int, seconds: float, rng: random.Random) -> int:
-    """Open-loop Poisson starts at ``rate``/s for ``seconds``, each its own task."""
-    loop = asyncio.get_running_loop()
-    running: set[asyncio.Task[None]] = set()
-    begin = due = loop.time()
-    started = 0
-    while True:
-        due += rng.expovariate(rate)
-        if due - begin >= seconds:
-            break
-        delay = due - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        task = asyncio.create_task(start(str(uuid.uuid4())))
-        running.add(task)
-        task.add_done_callback(running.discard)
-        started += 1
-    await asyncio.gather(*running)
-    return started
 
 
 async def _bare(
@@ -342,19 +324,13 @@ class Saga:
         return self.options.database_url.rsplit("/", 1)[0] + "/" + self.databases[role]
 
     async def start(self) -> None:
-        admin = await asyncpg.connect(self.options.database_url)
-        try:
+        async with connected(self.options.database_url) as admin:
             for database in self.databases.values():
                 await admin.execute(f'CREATE DATABASE "{database}"')
-        finally:
-            await admin.close()
         for role in self.databases:
-            connection = await asyncpg.connect(self.dsn(role))
-            try:
+            async with connected(self.dsn(role)) as connection:
                 for statement in SCHEMA:
                     await connection.execute(statement)
-            finally:
-                await connection.close()
         context = multiprocessing.get_context("spawn")
         for role in self.databases:
             ours, theirs = context.Pipe()
@@ -382,14 +358,11 @@ class Saga:
         pipe.send((rate, seconds, seed))
         started: int = await self._answer("initiator", timeout=seconds + 120)
         deadline = time.monotonic() + 120
-        connection = await asyncpg.connect(self.dsn("initiator"))
-        try:
+        async with connected(self.dsn("initiator")) as connection:
             while time.monotonic() < deadline:
                 if not await connection.fetchval("SELECT count(*) FROM sagas WHERE done IS NULL"):
                     break
                 await asyncio.sleep(0.1)
-        finally:
-            await connection.close()
         return started
 
     async def _answer(self, role: str, *, timeout: float) -> Any:
@@ -402,39 +375,38 @@ class Saga:
             )
         return pipe.recv()
 
-    async def pids(self) -> dict[str, list[int]]:
-        admin = await asyncpg.connect(self.options.database_url)
-        try:
-            rows = await admin.fetch(
-                "SELECT pid FROM pg_stat_activity WHERE datname = ANY($1::text[])",
-                list(self.databases.values()),
-            )
-        finally:
-            await admin.close()
+    async def pids(self, backends: PostgresBackends) -> dict[str, list[int]]:
         return {
             "initiator": [self.children["initiator"][0].pid or 0],
             "responder": [self.children["responder"][0].pid or 0],
             "broker": [self.broker_pid],
-            "postgres": [int(row["pid"]) for row in rows],
+            "postgres": await backends.pids(),
         }
 
     async def level(self, rate: int, seconds: float, seed: int) -> Level:
-        connection = await asyncpg.connect(self.dsn("initiator"))
+        backends = PostgresBackends(self.options.database_url, *self.databases.values())
         try:
-            await connection.execute("TRUNCATE sagas")
-            before = cpu_seconds(await self.pids())
-            started = await self.offer(rate, seconds, seed)
-            after = cpu_seconds(await self.pids())
-            row = await connection.fetchrow(
-                "SELECT count(*) AS done,"
-                " extract(epoch FROM max(done) - min(started)) AS span,"
-                " percentile_cont(0.5) WITHIN GROUP (ORDER BY done - started) AS p50,"
-                " percentile_cont(0.99) WITHIN GROUP (ORDER BY done - started) AS p99"
-                " FROM sagas WHERE done IS NOT NULL"
-            )
+            async with connected(self.dsn("initiator")) as connection:
+                await connection.execute("TRUNCATE sagas")
+                pids = await self.pids(backends)
+                before = role_cpu_seconds(pids)
+                started = await self.offer(rate, seconds, seed)
+                now = await self.pids(backends)
+                # The processes of the start sampled again, and any started since.
+                after = role_cpu_seconds(
+                    {role: sorted({*pids[role], *now[role]}) for role in ROLES}
+                )
+                row = await connection.fetchrow(
+                    "SELECT count(*) AS done,"
+                    " extract(epoch FROM max(done) - min(started)) AS span,"
+                    " percentile_cont(0.5) WITHIN GROUP (ORDER BY done - started) AS p50,"
+                    " percentile_cont(0.99) WITHIN GROUP (ORDER BY done - started) AS p99"
+                    " FROM sagas WHERE done IS NOT NULL"
+                )
         finally:
-            await connection.close()
+            await backends.close()
         assert row is not None
+        spent = cpu_used(before, after)
         done = int(row["done"])
         return Level(
             kind=self.kind,
@@ -444,9 +416,7 @@ class Saga:
             per_second=done / float(row["span"] or 1),
             p50_ms=row["p50"].total_seconds() * 1000 if row["p50"] else float("nan"),
             p99_ms=row["p99"].total_seconds() * 1000 if row["p99"] else float("nan"),
-            cpu_ms={
-                role: (after[role] - before.get(role, 0.0)) * 1000 / max(done, 1) for role in ROLES
-            },
+            cpu_ms={role: spent[role] * 1000 / max(done, 1) for role in ROLES},
         )
 
     async def stop(self) -> None:
@@ -456,24 +426,19 @@ class Saga:
             await asyncio.to_thread(child.join, 5)
             if child.is_alive():
                 child.kill()
-        admin = await asyncpg.connect(self.options.database_url)
-        try:
+        async with connected(self.options.database_url) as admin:
             for database in self.databases.values():
                 await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        finally:
-            await admin.close()
 
 
-def cpu_seconds(pids: dict[str, list[int]]) -> dict[str, float]:
-    """User + system CPU of each role's processes (a process gone since counts nothing)."""
-    used: dict[str, float] = {}
-    for role, role_pids in pids.items():
-        used[role] = 0.0
-        for pid in role_pids:
-            with contextlib.suppress(psutil.Error):
-                times = psutil.Process(pid).cpu_times()
-                used[role] += times.user + times.system
-    return used
+@contextlib.asynccontextmanager
+async def connected(dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """One connection to ``dsn`` for a block."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        yield connection
+    finally:
+        await connection.close()
 
 
 async def run(options: Options) -> Report:
