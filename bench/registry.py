@@ -15,5 +15,6 @@ BENCHMARKS: dict[str, str] = {
     "auctions": "bench.auctions",
     "orders": "bench.orders",
     "saga-floor": "bench.saga_floor",
+    "db-floor": "bench.db_floor",
     "support-ingestion": "bench.support_ingestion",
 }

@@ -108,7 +108,7 @@ Close = Callable[[], Awaitable[None]]
 def serve(kind: str, role: str, dsn: str, bootstrap: str, wait_ms: int, pipe: Connection) -> None:
     """A child process: one side of the saga, built ``kind``'s way, on uvloop as the services
     run. The initiator takes ``(rate, seconds, seed)`` orders from ``pipe`` and answers how
-    many sagas it started."""
+    many sagas it started and how many starts failed."""
     uvloop.run(_serve(kind, role, dsn, bootstrap, wait_ms, pipe))
 
 
@@ -124,10 +124,19 @@ async def _serve(
         if order is None:
             break
         rate, seconds, seed = order
-        launched = await open_loop(
-            rate, seconds, random.Random(seed), lambda _late: start(str(uuid.uuid4()))
-        )
-        pipe.send(launched)
+        refused = 0
+
+        async def launch(_late: float) -> None:
+            # Far past the build's ceiling a start waits for a pooled connection longer
+            # than the pool allows: the saga was not started, and the level goes on.
+            nonlocal refused
+            try:
+                await start(str(uuid.uuid4()))
+            except Exception:  # counted, and reported beside the level
+                refused += 1
+
+        launched = await open_loop(rate, seconds, random.Random(seed), launch)
+        pipe.send((launched - refused, refused))
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -301,6 +310,7 @@ class Level:
     kind: str
     rate: int
     started: int
+    refused: int
     done: int
     per_second: float
     p50_ms: float
@@ -353,17 +363,19 @@ class Saga:
         # A first saga through both consumer groups: joined, topics made, pools warm.
         await self.offer(20, 2.0, seed=0)
 
-    async def offer(self, rate: int, seconds: float, seed: int) -> int:
+    async def offer(self, rate: int, seconds: float, seed: int) -> tuple[int, int]:
+        """Sagas started at ``rate`` for ``seconds``, and starts that failed; returns once
+        every started one is done (or two minutes have passed)."""
         _, pipe = self.children["initiator"]
         pipe.send((rate, seconds, seed))
-        started: int = await self._answer("initiator", timeout=seconds + 120)
+        started, refused = await self._answer("initiator", timeout=seconds + 120)
         deadline = time.monotonic() + 120
         async with connected(self.dsn("initiator")) as connection:
             while time.monotonic() < deadline:
                 if not await connection.fetchval("SELECT count(*) FROM sagas WHERE done IS NULL"):
                     break
                 await asyncio.sleep(0.1)
-        return started
+        return int(started), int(refused)
 
     async def _answer(self, role: str, *, timeout: float) -> Any:
         """What ``role``'s process sends next; fails loudly if it died or said nothing."""
@@ -390,7 +402,7 @@ class Saga:
                 await connection.execute("TRUNCATE sagas")
                 pids = await self.pids(backends)
                 before = role_cpu_seconds(pids)
-                started = await self.offer(rate, seconds, seed)
+                started, refused = await self.offer(rate, seconds, seed)
                 now = await self.pids(backends)
                 # The processes of the start sampled again, and any started since.
                 after = role_cpu_seconds(
@@ -412,6 +424,7 @@ class Saga:
             kind=self.kind,
             rate=rate,
             started=started,
+            refused=refused,
             done=done,
             per_second=done / float(row["span"] or 1),
             p50_ms=row["p50"].total_seconds() * 1000 if row["p50"] else float("nan"),
@@ -466,6 +479,7 @@ async def run(options: Options) -> Report:
                 levels.append(level)
                 print(
                     f"{kind:<5} offered {rate:>5}/s  done {level.done:>6}/{level.started:<6}"
+                    f" refused {level.refused:<5}"
                     f" {level.per_second:>7.0f}/s  p50 {level.p50_ms:>8.1f} ms"
                     f"  p99 {level.p99_ms:>8.1f} ms  CPU/saga "
                     + " ".join(f"{role} {level.cpu_ms[role]:.2f}" for role in ROLES),
@@ -487,6 +501,7 @@ def report(options: Options, levels: list[Level], version: str) -> Report:
                     str(rate),
                     kind,
                     f"{level.done}/{level.started}",
+                    str(level.refused),
                     f"{level.per_second:.0f}",
                     f"{level.p50_ms:.1f}",
                     f"{level.p99_ms:.1f}",
@@ -508,6 +523,7 @@ def report(options: Options, levels: list[Level], version: str) -> Report:
                     "offered/s",
                     "build",
                     "done/started",
+                    "failed starts",
                     "done/s",
                     "p50",
                     "p99",
@@ -517,7 +533,9 @@ def report(options: Options, levels: list[Level], version: str) -> Report:
                 rows,
                 notes=[
                     "p50/p99: the start's commit (clock_timestamp of its insert) to the reply's"
-                    " update. done/s: sagas done / (last reply - first start) of the level."
+                    " update. done/s: sagas done / (last reply - first start) of the level;"
+                    " failed starts: starts that raised (far past a build's ceiling, a start"
+                    " waits longer for a pooled connection than the pool allows)."
                     " CPU: user + system of each role's processes over the level and its"
                     " drain, per saga done (postgres: the backends of the two databases).",
                     f"Both consumers fetch with a {options.fetch_max_wait_ms} ms wait; the bare"
