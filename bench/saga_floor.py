@@ -72,7 +72,7 @@ class Options:
 
 def parse(argv: list[str]) -> Options:
     parser = argparse.ArgumentParser(prog="python -m bench saga-floor", description=__doc__)
-    parser.add_argument("--levels", default="100,400,800,1200,1600", help="offered sagas/s")
+    parser.add_argument("--levels", default="100,400,800,1200,1600,2000", help="offered sagas/s")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of one level")
     parser.add_argument("--database-url", default=DEFAULT_POSTGRES_URL)
     parser.add_argument(
