@@ -87,7 +87,7 @@ TARGET_SUSTAINED = 250.0
 # The saga's stages on the way to confirmed, each from the previous one's envelope time;
 # "committed" (the stock's commit, PaymentSucceeded → StockCommitted) is measured from the
 # charge: orders confirms a paid order in the move that sends the commit.
-STEPS = ("create answered", "reserved", "charged", "confirmed")
+STEPS = ("create answered", "reserved", "charge sent", "charged", "confirmed")
 COLUMNS = (*STEPS, "committed")
 ROLES = (
     "gateway",
@@ -309,6 +309,7 @@ class Seen:
 
     created: float | None = None  # OrderCreated envelope time
     reserved: float | None = None
+    charge_sent: float | None = None  # ChargePayment envelope time (orders' move)
     charged: float | None = None
     committed: float | None = None
     terminal: float | None = None  # OrderConfirmed / OrderCancelled envelope time
@@ -322,6 +323,7 @@ class Observer:
     TYPES = {
         orders_contract.OrderCreated.TYPE: "created",
         catalog_contract.StockReserved.TYPE: "reserved",
+        payments_contract.ChargePayment.TYPE: "charge_sent",
         payments_contract.PaymentSucceeded.TYPE: "charged",
         catalog_contract.StockCommitted.TYPE: "committed",
     }
@@ -336,7 +338,12 @@ class Observer:
     async def start(self) -> None:
         topics = [
             topic_name(self.platform, topic)
-            for topic in (orders_contract.TOPIC, catalog_contract.TOPIC, payments_contract.TOPIC)
+            for topic in (
+                orders_contract.TOPIC,
+                catalog_contract.TOPIC,
+                payments_contract.COMMANDS_TOPIC,
+                payments_contract.TOPIC,
+            )
         ]
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.platform.kafka_bootstrap_servers,
@@ -869,6 +876,7 @@ class Figures:
     saga_p99_ms: float
     observed_p99_ms: float
     steps_ms: dict[str, float]
+    steps_p99_ms: dict[str, float]
     late_p99_ms: float
     load1: float
     commits_per_order: float
@@ -896,7 +904,14 @@ def figures(level: Level, observer: Observer) -> Figures:
     creates = [a.answered - a.started for a in attempts if a.status == 201]
     steps: dict[str, list[float]] = {step: [] for step in COLUMNS}
     for attempt, s in confirmed:
-        marks = [attempt.started, attempt.answered, s.reserved, s.charged, s.terminal]
+        marks = [
+            attempt.started,
+            attempt.answered,
+            s.reserved,
+            s.charge_sent,
+            s.charged,
+            s.terminal,
+        ]
         if any(mark is None for mark in (*marks, s.committed)):
             continue
         for step, (start, end) in zip(STEPS, itertools.pairwise(marks), strict=True):
@@ -929,6 +944,7 @@ def figures(level: Level, observer: Observer) -> Figures:
         saga_p99_ms=percentile(sagas, 0.99) * 1000,
         observed_p99_ms=percentile(observed, 0.99) * 1000,
         steps_ms={step: percentile(values, 0.5) * 1000 for step, values in steps.items()},
+        steps_p99_ms={step: percentile(values, 0.99) * 1000 for step, values in steps.items()},
         late_p99_ms=percentile([a.late for a in attempts], 0.99) * 1000,
         load1=level.load1,
         commits_per_order=level.commits / orders,
@@ -996,7 +1012,15 @@ def build_report(
         for f in computed
     ]
     step_rows = [
-        [str(rate), *(cell(rate, lambda f, s=step: f.steps_ms[s], 1) for step in COLUMNS)]
+        [
+            str(rate),
+            *(
+                cell(rate, lambda f, s=step: f.steps_ms[s], 1)
+                + " / "
+                + cell(rate, lambda f, s=step: f.steps_p99_ms[s], 1)
+                for step in COLUMNS
+            ),
+        ]
         for rate in options.levels
     ]
     roles = [role for role in ROLES if any(f.cpu_ms.get(role) for f in computed)]
@@ -1068,11 +1092,12 @@ def build_report(
                 ],
             ),
             Table(
-                "The saga's steps (median ms, from the envelopes' times)",
+                "The saga's steps (p50 / p99 ms, from the envelopes' times)",
                 [
                     "offered/s",
                     "create (HTTP)",
                     "→ StockReserved",
+                    "→ ChargePayment",
                     "→ PaymentSucceeded",
                     "→ OrderConfirmed",
                     "PaymentSucceeded → StockCommitted",
