@@ -406,6 +406,13 @@ def _uses(kinds: Sequence[str], parameter: str) -> bool:
 # --- support actions ------------------------------------------------------------------
 
 
+# The live-action index's own predicate, written out: PostgreSQL finds the index an ON
+# CONFLICT names only if the statement's predicate implies the index's, and a bound
+# parameter (``status <> $1``) implies nothing once the prepared insert runs on a plan
+# made for any value, as it does after five runs on a connection.
+_LIVE_ACTION = text("status <> 'failed'")
+
+
 async def add_action(session: AsyncSession, values: dict[str, Any]) -> SupportAction | None:
     """Insert a new action unless one like it (same action and target) is pending or
     succeeded; None then. Concurrent identical requests: exactly one inserts."""
@@ -414,7 +421,7 @@ async def add_action(session: AsyncSession, values: dict[str, Any]) -> SupportAc
         .values(**values)
         .on_conflict_do_nothing(
             index_elements=[SupportAction.action, SupportAction.target_id],
-            index_where=SupportAction.status != "failed",
+            index_where=_LIVE_ACTION,
         )
         .returning(SupportAction)
     )

@@ -296,6 +296,47 @@ async def test_actions_are_listed_by_target(support: SupportHarness) -> None:
     assert [a["id"] for a in listed] == [second["id"], first["id"]]
 
 
+async def test_actions_asked_one_after_another_on_one_connection_are_all_recorded(
+    support_database: str,
+    support_platform: PlatformSettings,
+    gateway: GatewayStandIn,
+    token_issuer: Any,
+) -> None:
+    # Each action is inserted by the same prepared statement. After five runs on a
+    # connection PostgreSQL may plan it once for all values; that plan must still find
+    # the index that keeps one live action per target (its predicate cannot be a
+    # parameter).
+    app = await start_support(support_database, support_platform, database_pool_size=1)
+    headers = token_issuer.headers(str(uuid.uuid4()), ("support",))
+    targets = [uuid.uuid4() for _ in range(12)]
+    async with running_app(app) as client:
+        for target in targets:
+            response = await client.post(
+                f"{SUPPORT}/actions",
+                json={"action": "retry_order", "target_id": str(target), "reason": "stuck"},
+                headers=headers,
+            )
+            assert response.status_code == 202, response.text
+        again = await client.post(
+            f"{SUPPORT}/actions",
+            json={"action": "retry_order", "target_id": str(targets[0]), "reason": "again"},
+            headers=headers,
+        )
+        assert again.status_code == 202, again.text
+        assert again.headers.get("idempotent-replayed") == "true"
+
+    engine = create_engine(support_database, pooled=False)
+    try:
+        async with engine.connect() as connection:
+            recorded = await connection.scalar(
+                text("SELECT count(*) FROM support_actions WHERE target_id = ANY(:targets)"),
+                {"targets": targets},
+            )
+    finally:
+        await engine.dispose()
+    assert recorded == len(targets)
+
+
 async def test_pending_actions_survive_a_restart_and_locked_ones_are_skipped(
     support_database: str,
     support_platform: PlatformSettings,
