@@ -17,6 +17,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import MetaData, text
 from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -98,6 +99,13 @@ async def transaction(
     """One unit of work: commit when the block ends normally, roll back otherwise."""
     async with sessions() as session, session.begin():
         yield session
+
+
+def refused_as_data(exc: DBAPIError) -> bool:
+    """Whether PostgreSQL refused a value itself (SQLSTATE class 22, "data exception": a
+    NUL character in text, a string longer than its column, a number out of range), which
+    no retry can cure, rather than being unreachable, busy or in conflict."""
+    return str(getattr(exc.orig, "sqlstate", "") or "").startswith("22")
 
 
 async def advisory_lock(session: AsyncSession, name: str) -> None:

@@ -18,11 +18,12 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bazaar.kit.db import transaction
+from bazaar.kit.db import refused_as_data, transaction
 from bazaar.kit.errors import DomainError, Forbidden, InvalidToken, problem_body
 from bazaar.kit.idempotency import JSONBytesResponse
 from bazaar.kit.logging import get_logger
@@ -115,10 +116,38 @@ def install_error_handlers(app: FastAPI) -> None:
             500, "internal_error", "Internal error", "Something went wrong on our side"
         )
 
+    async def on_database_error(request: Request, exc: Exception) -> Response:
+        """A value the schemas let through but PostgreSQL refuses as data (a NUL character
+        in a text, a string longer than its column) is the client's: a 422. The
+        transaction it was in is rolled back, so nothing of the request stays. Any
+        other database error is the platform's: a 500."""
+        assert isinstance(exc, DBAPIError)
+        if not refused_as_data(exc):
+            return await on_unexpected(request, exc)
+        sqlstate = str(getattr(exc.orig, "sqlstate", ""))
+        log.warning("request_value_refused", sqlstate=sqlstate, error=str(exc.orig)[:300])
+        return problem_response(
+            422,
+            "invalid_value",
+            "The request holds a value that cannot be stored",
+            _REFUSED_VALUES.get(sqlstate, "A value is out of the range or the form allowed"),
+        )
+
     app.add_exception_handler(DomainError, on_domain_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(DBAPIError, on_database_error)
     app.add_exception_handler(Exception, on_unexpected)
+
+
+# What a client is told about a value PostgreSQL refused, by SQLSTATE (class 22).
+_REFUSED_VALUES = {
+    "22021": "Text may not contain the NUL character (U+0000)",
+    "22P05": "Text may not contain the NUL character (U+0000)",
+    "22001": "A text is longer than allowed",
+    "22003": "A number is out of the range allowed",
+    "22008": "A date or time is out of the range allowed",
+}
 
 
 class RequestContextMiddleware:

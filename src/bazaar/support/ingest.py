@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bazaar.contracts.topics import ALL_TOPICS
 from bazaar.kit.config import PlatformSettings
-from bazaar.kit.db import transaction
+from bazaar.kit.db import refused_as_data, transaction
 from bazaar.kit.logging import get_logger
 from bazaar.kit.messaging.consumer import CONSUMER_LAG, OffsetCommits
 from bazaar.kit.messaging.envelope import Envelope
@@ -99,7 +99,7 @@ async def write_history(
         async with transaction(sessions) as session:
             return await _write(session, records)
     except DBAPIError as exc:
-        if not refused_data(exc):
+        if not refused_as_data(exc):
             raise
         log.warning("history_batch_refused", rows=len(records), error=str(exc.orig)[:500])
     new: set[str] = set()
@@ -108,7 +108,7 @@ async def write_history(
             async with transaction(sessions) as session:
                 new |= await _write(session, [record])
         except DBAPIError as exc:
-            if not refused_data(exc):
+            if not refused_as_data(exc):
                 raise
             log.error(
                 "history_row_refused", id=record.id, type=record.type, error=str(exc.orig)[:500]
@@ -122,12 +122,6 @@ async def write_history(
             async with transaction(sessions) as session:
                 new |= await _write(session, [stub])
     return new
-
-
-def refused_data(exc: DBAPIError) -> bool:
-    """Whether PostgreSQL refused the data itself (SQLSTATE class 22, "data exception"),
-    which no retry can cure, rather than being unreachable or busy."""
-    return str(getattr(exc.orig, "sqlstate", "") or "").startswith("22")
 
 
 async def _write(session: AsyncSession, records: Sequence[HistoryRecord]) -> set[str]:
