@@ -22,7 +22,7 @@ import orjson
 from swagger_ui_bundle import swagger_ui_path
 
 from bazaar.gateway.balancer import Balancer
-from bazaar.gateway.routing import RouteTable
+from bazaar.gateway.routing import SITE_PREFIX, RouteTable
 from bazaar.kit.logging import get_logger
 
 log = get_logger(__name__)
@@ -132,7 +132,10 @@ class OpenApiCatalog:
         async with self._lock:
             if self._document is not None and time.monotonic() < self._expires:
                 return self._document
-            services = self._routes.services
+            # The site (the web portal, outside /api/) serves pages, not an API document.
+            services = [
+                service for service in self._routes.services if service.prefix != SITE_PREFIX
+            ]
             fetched = await asyncio.gather(
                 *(self._fetch(http, service.pool, service.prefix) for service in services)
             )
