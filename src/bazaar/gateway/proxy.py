@@ -186,6 +186,14 @@ class Forwarder:
                         continue
                     raise exhausted from exc
                 except TimeoutError as exc:
+                    log.warning(
+                        "upstream_timeout",
+                        service=service.name,
+                        replica=replica.url,
+                        method=method,
+                        path=request.path,
+                        seconds=self._try_timeout,
+                    )
                     raise GatewayTimeout(
                         f"{service.name} did not answer within {self._try_timeout:g} s"
                     ) from exc
@@ -272,6 +280,12 @@ class Forwarder:
                 try:
                     payload = await upstream.read(self._try_timeout)
                 except TimeoutError as exc:
+                    log.warning(
+                        "upstream_answer_stalled",
+                        replica=replica.url,
+                        path=request.path,
+                        seconds=self._try_timeout,
+                    )
                     raise GatewayTimeout("The service's answer stalled") from exc
                 except BodyBroke as exc:
                     raise BadGateway("The service's answer broke off") from exc

@@ -197,7 +197,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.reason = b""
         self.headers = []
         self.chunks.clear()
-        self.buffered = 0
+        self.drained()  # whatever the last exchange left, this one's answer is read
         self.complete = False
         self.keep_alive = False
         self.error = None
@@ -238,11 +238,18 @@ class UpstreamConnection(asyncio.Protocol):
         else:
             chunk = b"".join(self.chunks)
             self.chunks.clear()
+        self.drained()
+        return chunk
+
+    def drained(self) -> None:
+        """The consumer took all that was buffered: read from the replica again.
+
+        Every way of taking the buffer must end here: a connection left paused goes back
+        to the pool deaf, and the next answer on it waits out its deadline."""
         self.buffered = 0
         if self._reading_paused and self.transport is not None:
             self._reading_paused = False
             self.transport.resume_reading()
-        return chunk
 
     async def drain(self) -> None:
         if self._paused:
@@ -353,7 +360,7 @@ class UpstreamResponse:
         connection = self._connection
         if connection.complete and len(connection.chunks) <= 1:
             body = connection.chunks.popleft() if connection.chunks else b""
-            connection.buffered = 0
+            connection.drained()
             return body
         parts = []
         while (chunk := await connection.next_chunk(idle_timeout)) is not None:

@@ -91,6 +91,26 @@ async def test_a_head_answer_does_not_confuse_the_next_answer_on_the_same_connec
     assert await get(client, url) == b"twelve bytes"
 
 
+async def test_an_answer_past_the_read_high_water_leaves_the_connection_reading(
+    client: UpstreamClient, serve: Callable[[Handler], Awaitable[str]]
+) -> None:
+    # An answer that arrives whole but is bigger than what the connection buffers before
+    # it stops reading (64 KiB): read at once, the connection must read again for the
+    # next exchange on it. It did not, and the next answer waited out its deadline.
+    peers = set()
+    big = b"x" * (200 * 1024)
+
+    async def handler(request: web.Request) -> web.Response:
+        peers.add(request.transport.get_extra_info("peername") if request.transport else None)
+        return web.Response(body=big if request.path == "/big" else b"small")
+
+    url = await serve(handler)
+    for _ in range(3):
+        assert await get(client, url, "/big") == big
+        assert await get(client, url, "/small") == b"small"
+    assert len(peers) == 1
+
+
 async def test_a_chunked_answer_is_read_whole_or_piece_by_piece(
     client: UpstreamClient, serve: Callable[[Handler], Awaitable[str]]
 ) -> None:
