@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import multiprocessing
 import os
 import signal
@@ -16,6 +17,7 @@ from collections.abc import AsyncIterator
 
 import uvloop
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from bazaar.gateway.api import GATEWAY, add_routes
 from bazaar.gateway.runtime import Gateway
@@ -30,6 +32,21 @@ log = get_logger(__name__)
 # response objects, futures, header dicts), freed by reference counting; at CPython's
 # default gen-0 threshold (700) the cyclic collector still ran every few requests.
 GC_THRESHOLDS = (20_000, 20, 20)
+
+
+class MalformedRequestsAreInfo(logging.Filter):
+    """aiohttp logs every request it cannot parse (a bad header, a line too long) as an
+    error with a traceback. On a public port that is the client's doing, not the
+    gateway's, and anyone could fill the error log with it: such a record becomes one
+    INFO line that names the problem (aiohttp still answers 400)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args = "client_request_malformed: %s", (error.message,)
+            record.exc_info = record.exc_text = None
+        return True
 
 
 def create_app(
@@ -140,6 +157,7 @@ def _serve_one(
     parent_pid: int | None = None,
 ) -> None:
     configure_logging("gateway", platform.log_format, platform.log_level)
+    logging.getLogger("aiohttp.server").addFilter(MalformedRequestsAreInfo())
     configure_tracing("gateway", platform.otlp_endpoint)
     app = create_app(settings, platform)
     tune_gc()

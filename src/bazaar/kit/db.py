@@ -60,15 +60,19 @@ def create_engine(url: str | URL, pool_size: int = 20, *, pooled: bool = True) -
     closes an overflow connection when it is returned, and under load reopening it (a
     server backend started, asyncpg's type set-up, every statement prepared again) cost
     the services more CPU than their own work; waiting a moment for a pooled one is
-    cheaper."""
+    cheaper.
+
+    A statement's parameters stay out of its errors (``hide_parameters``): errors are
+    logged, and the values a request carried (tokens, personal data) must not be."""
     if not pooled:
-        return create_async_engine(async_url(url), poolclass=NullPool)
+        return create_async_engine(async_url(url), poolclass=NullPool, hide_parameters=True)
     return create_async_engine(
         async_url(url),
         pool_size=pool_size,
         max_overflow=0,
         pool_pre_ping=False,
         pool_recycle=1800,
+        hide_parameters=True,
     )
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import func, insert, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bazaar.kit.db import create_read_session_factory, transaction
@@ -34,3 +36,17 @@ async def test_a_unit_of_work_still_runs_in_one_transaction(service_db: ServiceD
     async with transaction(service_db.sessions) as session:
         await session.scalar(select(func.count()).select_from(effects))
         assert await in_transaction_on_server(await session.connection())
+
+
+async def test_a_statements_values_stay_out_of_its_error(service_db: ServiceDatabase) -> None:
+    # Errors are logged; a token or an e-mail address a request carried must not be.
+    secret = "refresh-token-5f1c9e"
+    async with transaction(service_db.sessions) as session:
+        await session.execute(insert(effects).values(message_id=secret, times=1))
+
+    with pytest.raises(IntegrityError) as caught:
+        async with transaction(service_db.sessions) as session:
+            await session.execute(insert(effects).values(message_id=secret, times=1))
+
+    assert "duplicate key" in str(caught.value)
+    assert secret not in str(caught.value)

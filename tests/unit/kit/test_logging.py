@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from bazaar.kit.logging import redact_secrets
+import io
+import json
+import logging
+
+from bazaar.kit.logging import configure_logging, redact_secrets
 
 
 def test_secret_keys_are_blanked_at_any_depth() -> None:
@@ -21,3 +25,17 @@ def test_secret_keys_are_blanked_at_any_depth() -> None:
     assert "4242424242424242" not in flat
     assert "Bearer abc" not in flat
     assert event["body"]["exp_month"] == 12
+
+
+def test_a_librarys_exception_is_logged_with_its_traceback() -> None:
+    stream = io.StringIO()
+    configure_logging("test", "json", "INFO", stream=stream)
+    try:
+        raise ZeroDivisionError("the library's own failure")
+    except ZeroDivisionError:
+        logging.getLogger("some.library").exception("it failed")
+
+    line = json.loads(stream.getvalue().splitlines()[-1])
+    assert line["level"] == "error"
+    assert "Traceback (most recent call last)" in line["exception"]
+    assert "ZeroDivisionError: the library's own failure" in line["exception"]
