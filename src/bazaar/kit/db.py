@@ -15,7 +15,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import MetaData, text
+from sqlalchemy import MetaData, event, text
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 from sqlalchemy.pool import NullPool
 
 # One naming convention, so that migrations name constraints the same everywhere.
@@ -88,12 +89,38 @@ def create_read_session_factory(engine: AsyncEngine) -> async_sessionmaker[Async
     read it wraps: a price look-up that every order makes pays them for nothing, since
     one statement sees one snapshot anyway. Several statements here would each see what
     was committed when it started, so an answer that reads more than once, or writes,
-    takes a transaction (:func:`transaction`)."""
+    takes a transaction (:func:`transaction`); these sessions refuse to write
+    (:class:`ReadOnlySession`)."""
     return async_sessionmaker(
         engine.execution_options(isolation_level="AUTOCOMMIT"),
         expire_on_commit=False,
         autoflush=False,
+        sync_session_class=ReadOnlySession,
     )
+
+
+class WriteInReadSession(RuntimeError):
+    """A write was attempted through a read session: a bug of the route, not the client's."""
+
+
+class ReadOnlySession(Session):
+    """A session for reads only. In autocommit every statement would commit on its own,
+    so a write through it would land piecemeal, outside any unit of work: an insert,
+    update or delete statement, or a flush of added, changed or deleted objects, raises
+    :class:`WriteInReadSession` instead. (A write hidden in ``text()`` cannot be told
+    from a read and is not caught.)"""
+
+
+@event.listens_for(ReadOnlySession, "do_orm_execute")
+def _refuse_write_statements(state: ORMExecuteState) -> None:
+    if state.is_insert or state.is_update or state.is_delete:
+        raise WriteInReadSession("a read session cannot write; take a transaction")
+
+
+@event.listens_for(ReadOnlySession, "before_flush")
+def _refuse_flushes(session: Session, _context: UOWTransaction, _instances: object) -> None:
+    if session.new or session.dirty or session.deleted:
+        raise WriteInReadSession("a read session cannot write; take a transaction")
 
 
 @asynccontextmanager

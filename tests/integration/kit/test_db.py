@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.orm import DeclarativeBase
 
-from bazaar.kit.db import create_read_session_factory, transaction
+from bazaar.kit.db import WriteInReadSession, create_read_session_factory, transaction
 from tests.integration.kit.conftest import ServiceDatabase, effects
 
 
@@ -50,3 +51,26 @@ async def test_a_statements_values_stay_out_of_its_error(service_db: ServiceData
 
     assert "duplicate key" in str(caught.value)
     assert secret not in str(caught.value)
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class _Effect(_Base):
+    __table__ = effects
+
+
+async def test_a_read_session_refuses_to_write(service_db: ServiceDatabase) -> None:
+    # In autocommit a write would land at once, outside any unit of work.
+    reads = create_read_session_factory(service_db.engine)
+    async with reads() as session:
+        with pytest.raises(WriteInReadSession):
+            await session.execute(insert(effects).values(message_id="m1", times=1))
+        with pytest.raises(WriteInReadSession):
+            await session.execute(update(effects).values(times=2))
+        session.add(_Effect(message_id="m2", times=1))
+        with pytest.raises(WriteInReadSession):
+            await session.flush()
+        session.expunge_all()
+        assert await session.scalar(select(func.count()).select_from(effects)) == 0
