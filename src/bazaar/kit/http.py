@@ -125,7 +125,8 @@ def install_error_handlers(app: FastAPI) -> None:
         if not refused_as_data(exc):
             return await on_unexpected(request, exc)
         sqlstate = str(getattr(exc.orig, "sqlstate", ""))
-        log.warning("request_value_refused", sqlstate=sqlstate, error=str(exc.orig)[:300])
+        # The SQLSTATE only: PostgreSQL's message may quote the value a client sent.
+        log.warning("request_value_refused", sqlstate=sqlstate)
         return problem_response(
             422,
             "invalid_value",
