@@ -46,7 +46,6 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -61,7 +60,7 @@ from bazaar.stack.console import QuietOutput
 from bazaar.stack.services import spec_named
 from bazaar.stack.supervisor import Stack
 from bench.harness import DEFAULT_POSTGRES_URL, Report, Table, postgres_version
-from bench.measure import nearest_rank, spread
+from bench.measure import nearest_rank, scratch_database, spread
 
 ADMIN_EMAIL = "bench-admin@bazaar.example.com"
 ADMIN_PASSWORD = "bench-admin-password"
@@ -383,26 +382,6 @@ async def pool_when_free(dsn: str, size: int, *, timeout: float = 300.0) -> asyn
             await asyncio.sleep(5)
 
 
-@contextlib.asynccontextmanager
-async def scratch_database(admin_dsn: str) -> AsyncIterator[str]:
-    """A database of its own on the stack's server, for the bare UPDATE; dropped after."""
-    name = f"bz_bench_bare_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(admin_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    base, _, _ = admin_dsn.rpartition("/")
-    try:
-        yield f"{base}/{name}"
-    finally:
-        admin = await asyncpg.connect(admin_dsn)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
-
-
 # --- the run --------------------------------------------------------------------------
 
 
@@ -479,7 +458,7 @@ async def measure_rounds(stack: Stack, admin_dsn: str, options: Options) -> list
             bidders += await asyncio.gather(*(api.user(admin, []) for _ in range(left)))
         print(f"{len(bidders)} bidders registered, each with a card", flush=True)
         rounds = []
-        async with scratch_database(admin_dsn) as scratch:
+        async with scratch_database(admin_dsn, "bz_bench_bare") as scratch:
             for number in range(1, options.rounds + 1):
                 hot_auction = await api.auction(seller)
                 hot = await bid_load(

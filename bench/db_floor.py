@@ -24,12 +24,11 @@ the services run, so that a change of the shared machine's speed touches them al
 from __future__ import annotations
 
 import argparse
-import contextlib
 import resource
 import statistics
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -38,6 +37,7 @@ import uvloop
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from bench.harness import DEFAULT_POSTGRES_URL, Report, Table, postgres_version
+from bench.measure import scratch_database
 
 SCHEMA = (
     "CREATE TABLE rows (id uuid PRIMARY KEY, created_at timestamptz NOT NULL DEFAULT now())",
@@ -123,26 +123,6 @@ async def _measure(step: Step, backend_pid: int, transactions: int) -> Sample:
     )
 
 
-@contextlib.asynccontextmanager
-async def scratch_database(admin_dsn: str) -> AsyncIterator[str]:
-    """A database of its own for the run, with the two tables; dropped afterwards."""
-    name = f"benchdbfloor_{uuid.uuid4().hex[:6]}"
-    admin = await asyncpg.connect(admin_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        dsn = admin_dsn.rsplit("/", 1)[0] + f"/{name}"
-        setup = await asyncpg.connect(dsn)
-        try:
-            for statement in SCHEMA:
-                await setup.execute(statement)
-        finally:
-            await setup.close()
-        yield dsn
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
-
-
 async def run(options: Options) -> Report:
     from sqlalchemy import LargeBinary, bindparam, text
 
@@ -169,8 +149,10 @@ async def run(options: Options) -> Report:
             "payload": PAYLOAD,
         }
 
-    async with scratch_database(options.database_url) as dsn:
+    async with scratch_database(options.database_url, "benchdbfloor") as dsn:
         connection = await asyncpg.connect(dsn)
+        for statement in SCHEMA:
+            await connection.execute(statement)
         engine = create_engine(dsn, pool_size=1)
         sessions = create_session_factory(engine)
         try:
@@ -261,25 +243,22 @@ def _median_range(values: list[float]) -> str:
 
 def report(options: Options, layers: list[Layer], version: str) -> Report:
     per = 1e6 / options.transactions
-    bare = statistics.median(sample.client for sample in layers[0].samples)
-    rows = []
-    for layer in layers:
-        client = [sample.client * per for sample in layer.samples]
-        backend = [sample.backend * per for sample in layer.samples]
-        wall = [sample.wall * per for sample in layer.samples]
-        rows.append(
-            [
-                layer.name,
-                _median_range(client),
-                f"{statistics.median(sample.client for sample in layer.samples) / bare:.1f}x",
-                _median_range(backend),
-                _median_range(wall),
-            ]
-        )
+    # Process CPU per transaction (µs), median over the rounds: the headline, and the ratio.
     medians = {
         layer.name: statistics.median(sample.client for sample in layer.samples) * per
         for layer in layers
     }
+    bare = medians[layers[0].name]
+    rows = [
+        [
+            layer.name,
+            _median_range([sample.client * per for sample in layer.samples]),
+            f"{medians[layer.name] / bare:.1f}x",
+            _median_range([sample.backend * per for sample in layer.samples]),
+            _median_range([sample.wall * per for sample in layer.samples]),
+        ]
+        for layer in layers
+    ]
     return Report(
         title="The database floor: one saga step's transaction, by the layers it goes through",
         description=(__doc__ or "").strip().partition("\n")[2].strip(),

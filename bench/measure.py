@@ -10,6 +10,7 @@ request that does not swing with the neighbours' load the way requests/s does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -19,7 +20,8 @@ import shutil
 import socket
 import statistics
 import subprocess
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,6 +133,27 @@ def tree(pid: int) -> PidSource:
         return with_children(pid)
 
     return source
+
+
+@contextlib.asynccontextmanager
+async def scratch_database(admin_dsn: str, prefix: str) -> AsyncIterator[str]:
+    """A database of its own (named ``prefix`` and a random tail) on ``admin_dsn``'s
+    server, for a measurement's tables; its URL, and it is dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    base, _, _ = admin_dsn.rpartition("/")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        admin = await asyncpg.connect(admin_dsn)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
 
 
 class PostgresBackends:
