@@ -16,7 +16,7 @@ import signal
 from collections.abc import AsyncIterator
 
 import uvloop
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from bazaar.gateway.api import GATEWAY, add_routes
@@ -32,6 +32,7 @@ log = get_logger(__name__)
 # response objects, futures, header dicts), freed by reference counting; at CPython's
 # default gen-0 threshold (700) the cyclic collector still ran every few requests.
 GC_THRESHOLDS = (20_000, 20, 20)
+SERVER_NAME = "bazaar"
 
 
 class MalformedRequestsAreInfo(logging.Filter):
@@ -67,8 +68,16 @@ def create_app(
             await gateway.close()
 
     app.cleanup_ctx.append(lifecycle)
+    app.on_response_prepare.append(_name_no_software)
     add_routes(app)
     return app
+
+
+async def _name_no_software(_: web.Request, response: web.StreamResponse) -> None:
+    """Every answer names the gateway, not the library and version behind it (aiohttp
+    would say ``Python/3.11 aiohttp/3.14.5``: a scanner's first hint). The services send
+    no Server header of their own (uvicorn's is off)."""
+    response.headers[hdrs.SERVER] = SERVER_NAME
 
 
 async def run(

@@ -62,6 +62,15 @@ async def test_every_answer_of_the_gateway_itself_carries_the_request_id(
             assert response.headers.get("X-Request-ID") == "req-1", path
 
 
+async def test_no_answer_names_the_software_behind_the_gateway(
+    echo_everywhere: tuple[GatewayUnderTest, EchoUpstream], http: aiohttp.ClientSession
+) -> None:
+    gateway, _ = echo_everywhere
+    for path in ("/api/catalog/items", "/api/nowhere", "/api/health", "/metrics"):
+        async with http.get(gateway.api(path)) as response:
+            assert response.headers.get("Server") == "bazaar", path
+
+
 async def test_forwarding_headers_are_the_gateways_and_hop_by_hop_ones_stay_behind(
     echo_everywhere: tuple[GatewayUnderTest, EchoUpstream],
     keys: Keys,
