@@ -72,6 +72,7 @@ from bench.measure import (
     open_loop,
     percentile,
     role_cpu_seconds,
+    scratch_database,
     spread,
     with_children,
 )
@@ -223,12 +224,6 @@ class Pgbench:
 async def run_pgbench(admin_url: str, seconds: float, when: str) -> list[Pgbench]:
     """pgbench on a scratch database of the server: one-row inserts, then simple-update."""
     binary = shutil.which("pgbench") or "/usr/lib/postgresql/15/bin/pgbench"
-    name = f"benchorders_pgbench_{uuid.uuid4().hex[:6]}"
-    admin = await asyncpg.connect(admin_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
     server = re.match(
         r"postgresql://(?:(?P<user>[^@:]+)@)?(?P<host>[^:/]+):?(?P<port>\d*)", admin_url
     )
@@ -242,8 +237,9 @@ async def run_pgbench(admin_url: str, seconds: float, when: str) -> list[Pgbench
         server["user"] or "postgres",
     ]
     results = []
-    try:
-        scratch = await asyncpg.connect(admin_url.rsplit("/", 1)[0] + f"/{name}")
+    async with scratch_database(admin_url, "benchorders_pgbench") as scratch_url:
+        name = scratch_url.rpartition("/")[2]
+        scratch = await asyncpg.connect(scratch_url)
         try:
             await scratch.execute(
                 "CREATE TABLE commit_probe (id bigserial PRIMARY KEY, payload text NOT NULL,"
@@ -291,12 +287,6 @@ async def run_pgbench(admin_url: str, seconds: float, when: str) -> list[Pgbench
             )
             print(f"pgbench {label} ({when}): {tps:,.0f} tps, load {load1:.2f}", flush=True)
         os.unlink(script.name)
-    finally:
-        admin = await asyncpg.connect(admin_url)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
     return results
 
 
